@@ -1,0 +1,42 @@
+"""The backend registry: config class, supported methods, checks and engine factory per backend.
+
+Only light modules are imported here (config and pure mapping); an engine module is imported when it is built.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from specsweep.backends.pytorch import config as pytorch_config
+from specsweep.backends.pytorch import mapping as pytorch_mapping
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    config_class: type
+    supported_methods: Callable[[], tuple]
+    check: Callable[[Any], list]  # cfg -> [(field, value, allowed)]
+    native_config: Callable[[Any, Any], dict]  # (cfg, ResolvedModels) -> the engine's native settings (pure)
+    engine: str  # "module:Class" of the engine, imported only when built; constructed as Class(cfg, native, models)
+
+
+BACKENDS = {
+    "pytorch": BackendEntry(
+        config_class=pytorch_config.PytorchBackendConfig,
+        supported_methods=pytorch_config.supported_methods,
+        check=pytorch_config.check,
+        native_config=lambda cfg, models: pytorch_mapping.native_config(cfg.speculation, cfg.generation),
+        engine="specsweep.backends.pytorch.backend:PytorchBackend",
+    ),
+}
+
+
+def engine_class(name: str):
+    module, cls = BACKENDS[name].engine.split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def support_matrix() -> dict[str, tuple]:
+    return {name: entry.supported_methods() for name, entry in BACKENDS.items()}

@@ -1,0 +1,36 @@
+"""Unified speculation config -> transformers `generate()` arguments. Pure: no torch, no I/O."""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+# Keys transformers reads from the assistant's generation_config rather than from generate() kwargs.
+ASSISTANT_KEYS = ("num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold")
+# transformers' own default window for prompt lookup (GenerationConfig.max_matching_ngram_size).
+DEFAULT_NGRAM_MAX = 2
+
+
+def native_config(spec, generation) -> Dict[str, Any]:
+    """Return {"generate_kwargs": ..., "assistant_generation_config": ...} for one run.
+
+    transformers reads k for a draft model from the *assistant's* generation_config, so it travels separately;
+    the constant schedule and a zero confidence threshold make k fixed instead of adaptive.
+    """
+    generate_kwargs: Dict[str, Any] = {"max_new_tokens": generation.max_new_tokens}
+    if generation.temperature > 0:
+        generate_kwargs.update(do_sample=True, temperature=generation.temperature, top_p=generation.top_p)
+    else:
+        generate_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    assistant: Dict[str, Any] = {}
+    if spec.method == "ngram":
+        generate_kwargs["prompt_lookup_num_tokens"] = spec.num_speculative_tokens
+        generate_kwargs["max_matching_ngram_size"] = spec.ngram_max or DEFAULT_NGRAM_MAX
+    elif spec.method == "draft_model":
+        assistant = {
+            "num_assistant_tokens": spec.num_speculative_tokens,
+            "num_assistant_tokens_schedule": "constant",
+            "assistant_confidence_threshold": 0.0,
+        }
+    for key, value in spec.backend_overrides.items():
+        (assistant if key in ASSISTANT_KEYS else generate_kwargs)[key] = value
+    return {"generate_kwargs": generate_kwargs, "assistant_generation_config": assistant}
