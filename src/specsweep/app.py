@@ -19,6 +19,7 @@ from specsweep.config.schema import ExperimentConfig
 from specsweep.config.validate import validate
 from specsweep.models.registry import resolve_models
 from specsweep import results
+from specsweep.tracking import make_tracker
 
 log = logging.getLogger("specsweep")
 
@@ -132,6 +133,7 @@ def run(dcfg: DictConfig) -> Any:
         results.append_row(ctx["table"], row)
         if store != ctx["table"]:
             results.append_row(store, row)
+        make_tracker(cfg.logger).log_result(result)
     if result["status"] != "ok":
         raise JobFailed(result["error"])
     _print_summary(result)

@@ -1,0 +1,58 @@
+"""Shared test helpers: run main.py as a user would, and tiny real models the tests build themselves."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_main(*args: str, cwd: Path, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    """`python main.py ARGS` in `cwd` (outputs/ lands there); returns the finished process."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, str(REPO / "main.py"), *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def results_in(cwd: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((cwd / "outputs").rglob("result.json"))]
+
+
+@pytest.fixture(scope="session")
+def packaged_tokenizer_dir() -> Path:
+    from specsweep.models.packaged import PACKAGED_MODELS, convert
+
+    return convert(PACKAGED_MODELS["qwen2.5-coder-0.5b-instruct"])
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, packaged_tokenizer_dir) -> Path:
+    """A 2-layer random Qwen2 with the real Qwen tokenizer: exercises every code path in seconds (says nothing about speed)."""
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    out = tmp_path_factory.mktemp("tiny-qwen2")
+    tokenizer = AutoTokenizer.from_pretrained(packaged_tokenizer_dir)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(config).to(torch.float32).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
