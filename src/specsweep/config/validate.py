@@ -7,6 +7,7 @@ from typing import List
 
 from specsweep.backends import BACKENDS
 from specsweep.config.schema import METHODS, METHODS_WITH_DRAFT
+from specsweep.energy.config import check as energy_check
 from specsweep.models.registry import draft_reference, reference_problem
 
 MAX_SPECULATIVE_TOKENS = 64
@@ -96,6 +97,7 @@ def _problems(cfg) -> List[tuple]:
         problems.append(("measurement.objective", list(meas.objective), "at least one result path, e.g. metrics.tokens_per_s"))
 
     problems.extend(_dataset_problems(cfg.dataset))
+    problems.extend(energy_check(cfg.energy))
     problems.extend(BACKENDS[cfg.backend.name].check(cfg))
     return problems
 

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from specsweep.backends.base import AcceptanceCounts, Generation, Prompt
-from specsweep.energy import EnergyMeter, EnergyReading
+from specsweep.energy import EnergyMeter, EnergyReading, energy_section
 from specsweep.measure import metrics
 
 log = logging.getLogger(__name__)
@@ -63,13 +63,16 @@ def measure_phase(engine, prompts: List[Prompt], cfg, meter: EnergyMeter, label:
         engine.generate(batches[0])
         progress.advance(task)
     phase = Phase(label)
+    sync = getattr(engine, "synchronize", None) or (lambda: None)  # optional: wait for the device at window edges
     for rep in range(cfg.measurement.repetitions):
         progress.update(task, description=f"{label}: repetition {rep + 1}/{cfg.measurement.repetitions}")
         outputs: List[Generation] = []
         for chunk in batches:
+            sync()
             meter.begin(label)
             start = time.perf_counter()
             outputs.extend(engine.generate(chunk))
+            sync()
             phase.batch_walls.append(time.perf_counter() - start)
             phase.energy.append(meter.end(label))
             progress.advance(task)
@@ -113,43 +116,6 @@ def _peak_memory(engines) -> Dict[str, Any]:
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_memory_source": "process peak RSS since start (includes every model loaded in this process)",
     }
-
-
-def energy_section(spec: Phase, base: Optional[Phase], accepted: Optional[int]) -> Dict[str, Any]:
-    def total(phase: Phase) -> Dict[str, Any]:
-        readings = phase.energy
-        missing = [r for r in readings if r.joules is None]
-        if not readings or missing:
-            reason = missing[0].unavailable_reason if missing else "no measurement window"
-            return {"joules": None, "unavailable_reason": reason, "source": readings[0].source if readings else None}
-        per_device: Dict[str, float] = {}
-        for r in readings:
-            for dev, j in r.per_device.items():
-                per_device[dev] = per_device.get(dev, 0.0) + j
-        return {
-            "joules": sum(r.joules for r in readings),
-            "per_device": per_device,
-            "source": readings[0].source,
-            "estimated": any(r.estimated for r in readings),
-        }
-
-    out = total(spec)
-    tokens = spec.output_tokens()
-    if out["joules"] is not None:
-        out["joules_per_token"] = out["joules"] / tokens if tokens else None
-        out["joules_per_accepted_token"] = out["joules"] / accepted if accepted else None
-    else:
-        out["joules_per_token"] = out["joules_per_accepted_token"] = None
-    if base is not None:
-        b = total(base)
-        out["baseline_joules"] = b["joules"]
-        out["baseline_joules_per_token"] = b["joules"] / base.output_tokens() if b["joules"] and base.output_tokens() else None
-        out["energy_ratio"] = (
-            out["joules_per_token"] / out["baseline_joules_per_token"]
-            if out["joules_per_token"] and out["baseline_joules_per_token"]
-            else None
-        )
-    return out
 
 
 def summarize(cfg, prompts: List[Prompt], spec: Phase, base: Optional[Phase]) -> Dict[str, Any]:
