@@ -32,7 +32,7 @@ class CodeCarbonMeter:
         self._tracker = OfflineEmissionsTracker(
             country_iso_code="USA",  # required by the offline tracker; it only affects emissions, which are not recorded
             tracking_mode=cfg.tracking_mode,
-            save_to_file=False,
+            output_methods=[],  # write nothing: only the energy numbers are used
             allow_multiple_runs=True,  # other CodeCarbon users on the machine must not silently disable this one
             log_level="error",
         )
