@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from specsweep.backends.base import AcceptanceCounts, Generation, Prompt
 from specsweep.energy import EnergyMeter, EnergyReading, energy_section
-from specsweep.measure import metrics
+from specsweep.measure import metrics, theory
 
 log = logging.getLogger(__name__)
 
@@ -230,4 +230,7 @@ def run(cfg, prompts: List[Prompt], build_engine, meter: EnergyMeter) -> Dict[st
     out["timing"] = timing
     out["environment"] = engine.environment()
     engine.close()
+    target_tpot = median([t for g in base_phase.all() if (t := metrics.tpot_s(g)) is not None] or [0.0]) if base_phase else None
+    cost = theory.measure_cost_ratio(cfg, prompts, build_engine, baseline_config(cfg), target_tpot) if speculative else {}
+    out["theory"] = theory.section(cfg.speculation.method, cfg.speculation.num_speculative_tokens, out["metrics"], cost)
     return out

@@ -1,0 +1,167 @@
+"""Theory vs. measurement: Leviathan et al. (2023), "Fast Inference from Transformers via Speculative Decoding".
+
+Model: each drafted token is accepted independently with probability alpha (i.i.d.), a verification step drafts k
+tokens, and one draft forward costs c target forwards (c = draft step time / target step time). Then
+
+    expected tokens per target step  E[k]   = (1 - alpha^(k+1)) / (1 - alpha)           (= k + 1 at alpha = 1)
+    expected speedup                 S(k,c) = (1 - alpha^(k+1)) / ((1 - alpha) (k c + 1))
+
+Everything here is a pure function of measured numbers, except `measure_cost_ratio`, which times the draft LM.
+Predictions are labelled `predicted_*` in result.json; measurements keep their own names.
+"""
+
+from __future__ import annotations
+
+import math
+from statistics import median
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+# Search range for the predicted best k (the config's own limit on num_speculative_tokens).
+K_SEARCH_MAX = 64
+
+MODEL_NAME = "Leviathan et al. 2023, i.i.d. acceptance"
+ALPHA_ESTIMATOR = (
+    "alpha solves sum_{i=1..d} alpha^i = accepted/num_drafts, with d = drafted/num_drafts (mean draft length): "
+    "the i.i.d. alpha that reproduces the measured mean acceptance length; accepted/drafted is not alpha"
+)
+NGRAM_COST = "c=0: the ngram proposer is a table lookup in the context (no model forward); not timed"
+
+
+def _check(alpha: float, k: float, c: float = 0.0) -> None:
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha={alpha!r} is invalid: expected a probability in [0, 1]")
+    if k < 0:
+        raise ValueError(f"k={k!r} is invalid: expected k >= 0")
+    if c < 0:
+        raise ValueError(f"c={c!r} is invalid: expected a cost ratio >= 0")
+
+
+def expected_tokens_per_step(alpha: float, k: int) -> float:
+    """(1 - alpha^(k+1)) / (1 - alpha), evaluated as 1 + alpha + ... + alpha^k: exact at alpha = 0 (1 token)
+    and alpha = 1 (k + 1 tokens), and free of the cancellation the closed form suffers as alpha -> 1."""
+    _check(alpha, k)
+    return float(sum(alpha**i for i in range(int(k) + 1)))
+
+
+def expected_speedup(alpha: float, k: int, c: float) -> float:
+    """Leviathan's expected walltime improvement: E[tokens per step] / (k c + 1)."""
+    _check(alpha, k, c)
+    return expected_tokens_per_step(alpha, k) / (k * c + 1.0)
+
+
+def best_k(alpha: float, c: float, k_max: int = K_SEARCH_MAX) -> Tuple[Optional[int], float, str]:
+    """argmax_k S(k, c) over 1..k_max -> (k or None, S at that k, note).
+
+    k is None when S still rises at k_max: no interior optimum (c = 0 with alpha > 0, or alpha = 1 with c < 1,
+    make every extra drafted token free or always accepted)."""
+    _check(alpha, 1, c)
+    speedups = [expected_speedup(alpha, k, c) for k in range(1, k_max + 1)]
+    best = max(range(len(speedups)), key=lambda i: (speedups[i], -i))
+    k, s = best + 1, speedups[best]
+    if k == k_max and k_max > 1 and speedups[-1] > speedups[-2]:
+        why = "c=0: drafting is free in this model" if c == 0 else f"alpha={alpha:.3g}, c={c:.3g}"
+        return None, s, f"no optimum in 1..{k_max}: predicted speedup still rises with k ({why})"
+    if s <= 1.0:
+        return k, s, f"no k beats plain decoding in this model (best {s:.3g}x at k={k})"
+    return k, s, ""
+
+
+def _draft_gain(alpha: float, d: float) -> float:
+    """sum_{i=1..d} alpha^i for real d > 0, = alpha (1 - alpha^d) / (1 - alpha), computed stably."""
+    if alpha <= 0.0:
+        return 0.0
+    if alpha >= 1.0:
+        return d
+    log_a = math.log(alpha)
+    return alpha * math.expm1(d * log_a) / math.expm1(log_a)
+
+
+def fit_alpha(accepted: int, num_drafts: int, drafted: int) -> Optional[float]:
+    """The i.i.d. per-token acceptance probability matching the measured counts (see ALPHA_ESTIMATOR).
+
+    accepted/drafted would not do: tokens after the first rejection are drafted but never get a chance, so
+    at alpha = 0.5, k = 5 it reads 0.19. Inverting the mean acceptance length removes that stopping-rule bias.
+    None when nothing was drafted."""
+    if not num_drafts or not drafted:
+        return None
+    if accepted < 0 or accepted > drafted or num_drafts > drafted:
+        raise ValueError(f"counts accepted={accepted}, num_drafts={num_drafts}, drafted={drafted} are inconsistent")
+    gain, d = accepted / num_drafts, drafted / num_drafts
+    if accepted == 0:
+        return 0.0
+    if accepted == drafted:
+        return 1.0
+    lo, hi = 0.0, 1.0
+    for _ in range(100):  # _draft_gain is increasing in alpha on [0, 1]
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _draft_gain(mid, d) < gain else (lo, mid)
+    return (lo + hi) / 2
+
+
+def section(method: str, k: Optional[int], metrics: Dict[str, Any], cost: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """result.json's `theory` section for one job: measured alpha and c in, predictions out (None: no speculation)."""
+    if method == "none":
+        return None
+    alpha = fit_alpha(metrics.get("accepted_tokens") or 0, metrics.get("num_drafts") or 0, metrics.get("drafted_tokens") or 0)
+    c = cost.get("cost_ratio")
+    out: Dict[str, Any] = {
+        "model": MODEL_NAME,
+        "k": k,
+        "alpha": alpha,
+        "alpha_estimator": ALPHA_ESTIMATOR,
+        "acceptance_rate": metrics.get("acceptance_rate"),
+        "mean_draft_length": metrics["drafted_tokens"] / metrics["num_drafts"] if metrics.get("num_drafts") else None,
+        **cost,
+        "measured_tokens_per_step": metrics.get("mean_acceptance_length"),
+        "measured_speedup": metrics.get("speedup"),
+        "predicted_tokens_per_step": None,
+        "predicted_speedup": None,
+        "predicted_best_k": None,
+        "predicted_best_speedup": None,
+        "note": "",
+    }
+    if alpha is None or k is None:
+        out["note"] = "no prediction: " + ("no draft tokens were counted" if alpha is None else "this method has no fixed k")
+        return out
+    out["predicted_tokens_per_step"] = expected_tokens_per_step(alpha, k)
+    if c is None:
+        out["note"] = "no speedup prediction: the cost ratio c was not measured"
+        return out
+    out["predicted_speedup"] = expected_speedup(alpha, k, c)
+    out["predicted_best_k"], out["predicted_best_speedup"], out["note"] = best_k(alpha, c)
+    return out
+
+
+def measure_cost_ratio(cfg, prompts: List, build_engine: Callable, no_spec_cfg, target_tpot_s: Optional[float]) -> Dict[str, Any]:
+    """Measure c in this run: the draft LM decoding alone (built as the target with no speculation, same backend,
+    dtype and generation settings; one warm-up then up to 3 prompts), TPOT draft / TPOT target, where the
+    target's TPOT comes from this run's baseline phase. Never raises: a failure leaves c unmeasured, with why."""
+    from specsweep.measure import metrics
+    from specsweep.models.registry import draft_reference
+
+    method = cfg.speculation.method
+    if method == "ngram":
+        return {"cost_ratio": 0.0, "cost_ratio_source": NGRAM_COST}
+    if method != "draft_model":
+        return {"cost_ratio": None, "cost_ratio_source": f"not measured for method={method}"}
+    if not target_tpot_s:
+        return {"cost_ratio": None, "cost_ratio_source": "no target TPOT to divide by (no baseline phase, or its outputs were under 2 tokens)"}
+    no_spec_cfg.model.target, no_spec_cfg.model.draft = draft_reference(cfg), None
+    try:
+        engine = build_engine(no_spec_cfg)
+        try:
+            engine.generate(prompts[:1])
+            tpots = [t for g in engine.generate(prompts[:3]) if (t := metrics.tpot_s(g)) is not None]
+        finally:
+            engine.close()
+    except Exception as err:  # the theory is a by-product: timing the draft must never fail the run
+        return {"cost_ratio": None, "cost_ratio_source": f"draft timing failed: {type(err).__name__}: {err}"}
+    if not tpots:
+        return {"cost_ratio": None, "cost_ratio_source": "draft timing produced fewer than 2 tokens per prompt"}
+    draft_tpot = median(tpots)
+    return {
+        "cost_ratio": draft_tpot / target_tpot_s,
+        "cost_ratio_source": f"measured: median draft TPOT over {len(tpots)} prompt(s) / median target TPOT of the baseline phase",
+        "draft_tpot_s": draft_tpot,
+        "target_tpot_s": target_tpot_s,
+    }
