@@ -1,0 +1,132 @@
+"""Composition, typing and validation: every bad input is one line naming field, value and what is allowed (exit 2)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from conftest import REPO, run_main
+from specsweep.app import to_config
+from specsweep.config.store import register_configs
+from specsweep.config.validate import ConfigError, validate
+
+register_configs()
+
+
+def composed(*overrides: str):
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        return to_config(compose("config", overrides=list(overrides)))
+
+
+def test_default_composes_to_the_embedded_pair():
+    cfg = composed()
+    assert cfg.backend.name == "pytorch"
+    assert cfg.speculation.method == "draft_model" and cfg.speculation.num_speculative_tokens == 5
+    assert cfg.model.target == "packaged:qwen2.5-coder-1.5b-instruct"
+    assert cfg.model.draft == "packaged:qwen2.5-coder-0.5b-instruct"
+    validate(cfg)
+
+
+@pytest.mark.parametrize("option", sorted(p.stem for p in (REPO / "conf" / "speculation").glob("*.yaml")))
+def test_every_speculation_option_composes_and_names_its_method(option):
+    assert composed(f"speculation={option}").speculation.method == option
+
+
+@pytest.mark.parametrize("option", sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml")))
+def test_every_model_entry_composes(option):
+    cfg = composed(f"model={option}")
+    assert cfg.model.name and cfg.model.target
+
+
+def test_typo_key_fails_at_compose_time():
+    with pytest.raises(Exception) as info:
+        composed("speculation.num_speculative_tokenz=3")
+    assert "num_speculative_tokenz" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "overrides, field, allowed",
+    [
+        (["speculation.method=bogus"], "speculation.method", "one of none, draft_model"),
+        (["speculation=eagle"], "speculation.method", "backend=pytorch supports: none, draft_model, ngram"),
+        (["speculation.num_speculative_tokens=0"], "speculation.num_speculative_tokens", "[1, 64]"),
+        (["speculation.num_speculative_tokens=1000"], "speculation.num_speculative_tokens", "[1, 64]"),
+        (["speculation=ngram", "speculation.ngram_min=1", "speculation.ngram_max=0"], "speculation.ngram_max", ">= 1"),
+        (["speculation=ngram", "speculation.ngram_min=4", "speculation.ngram_max=2"], "speculation.ngram_min", "<= speculation.ngram_max (2)"),
+        (["speculation=ngram", "speculation.ngram_min=2"], "speculation.ngram_min", "transformers prompt lookup"),
+        (["model.draft=null"], "speculation.draft_model", "set speculation.draft_model or model.draft"),
+        (["speculation=ngram", "speculation.draft_model=packaged:qwen2.5-coder-0.5b-instruct"], "speculation.draft_model", "takes no draft"),
+        (["speculation=none", "speculation.num_speculative_tokens=3"], "speculation.num_speculative_tokens", "null when"),
+        (["model.target=/no/such/model"], "model.target", "existing model directory"),
+        (["model.target=packaged:nope"], "model.target", "a packaged model"),
+        (["speculation.draft_model=/no/such/draft"], "speculation.draft_model", "existing model directory"),
+        (["generation.max_new_tokens=0"], "generation.max_new_tokens", ">= 1"),
+        (["generation.temperature=-0.5"], "generation.temperature", ">= 0"),
+        (["generation.batch_size=4"], "generation.batch_size", "batch-size-1 only"),
+        (["measurement.repetitions=0"], "measurement.repetitions", ">= 1"),
+        (["backend.dtype=int3"], "backend.dtype", "bfloat16, float16, float32"),
+        (["dataset=jsonl", "dataset.path=/no/such.jsonl"], "dataset.path", "an existing .jsonl file"),
+        (["dataset.categories=[poetry]"], "dataset.categories", "categories present in the dataset"),
+    ],
+)
+def test_invalid_configs_name_field_value_and_allowed(overrides, field, allowed):
+    with pytest.raises(ConfigError) as info:
+        validate(composed(*overrides))
+    assert info.value.field == field
+    message = str(info.value)
+    assert "\n" not in message and field in message and allowed in message
+
+
+def test_jsonl_dataset_errors_name_the_line(tmp_path: Path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "fine", "category": "qa"}) + "\n{not json\n")
+    with pytest.raises(ConfigError) as info:
+        validate(composed("dataset=jsonl", f"dataset.path={bad}"))
+    assert f"{bad}:2" in str(info.value)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(ConfigError, match="empty"):
+        validate(composed("dataset=jsonl", f"dataset.path={empty}"))
+    missing_prompt = tmp_path / "noprompt.jsonl"
+    missing_prompt.write_text(json.dumps({"category": "qa"}) + "\n")
+    with pytest.raises(ConfigError, match="noprompt.jsonl:1"):
+        validate(composed("dataset=jsonl", f"dataset.path={missing_prompt}"))
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["speculation=foo"], "speculation='foo' is invalid: expected one of draft_model, eagle"),
+        (["backend=foo"], "backend='foo' is invalid: expected one of"),
+        (["speculation=mtp"], "speculation.method='mtp' is invalid"),
+        (["speculation.num_speculative_tokens=abc"], "speculation.num_speculative_tokens"),
+        (["speculation.k=3"], "speculation.k"),
+        (["generation.max_new_tokens=-1"], "generation.max_new_tokens=-1 is invalid"),
+        (["dataset=jsonl"], "dataset.path"),
+    ],
+)
+def test_cli_bad_input_is_one_line_exit_2_no_traceback(tmp_path, args, expected):
+    proc = run_main(*args, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and expected in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "outputs").exists()  # nothing ran, nothing was written
+
+
+def test_support_matrix_is_printed_from_the_registry(tmp_path):
+    proc = run_main("--support-matrix", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0
+    assert "draft_model" in proc.stdout and "pytorch" in proc.stdout
+
+
+def test_dry_run_prints_native_config_without_loading(tmp_path):
+    proc = run_main("speculation=ngram", "--dry-run", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    printed = json.loads(proc.stdout[proc.stdout.index("{") :])
+    assert printed["native_config"]["generate_kwargs"]["prompt_lookup_num_tokens"] == 4
+    assert printed["native_config"]["generate_kwargs"]["max_matching_ngram_size"] == 3
+    assert not list((tmp_path / "outputs").rglob("result.json"))

@@ -1,0 +1,113 @@
+"""Real runs of main.py on real weights: the packaged Qwen2.5-Coder pair and a tiny model the tests build."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import results_in, run_main
+
+pytestmark = pytest.mark.slow
+
+SMALL = ["dataset.num_prompts=2", "generation.max_new_tokens=12", "measurement.repetitions=1", "measurement.warmup=1"]
+
+
+def tiny(model_dir) -> list[str]:
+    return [f"model.target={model_dir}", f"model.draft={model_dir}", "model.name=tiny"]
+
+
+def test_draft_model_on_the_embedded_default_pair_writes_real_numbers(tmp_path):
+    proc = run_main("speculation=draft_model", *SMALL, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (result,) = results_in(tmp_path)
+    assert result["status"] == "ok" and result["error"] is None
+    assert (result["backend"], result["method"], result["k"], result["model"]) == ("pytorch", "draft_model", 5, "qwen2.5-coder-1.5b")
+    m = result["metrics"]
+    for key in ("tokens_per_s", "baseline_tokens_per_s", "speedup", "acceptance_rate", "mean_acceptance_length", "ttft_s", "tpot_s", "peak_memory_mb"):
+        assert isinstance(m[key], float) and m[key] > 0, key
+    assert 0 < m["acceptance_rate"] <= 1
+    assert 1 <= m["mean_acceptance_length"] <= 6
+    assert m["speedup"] == pytest.approx(m["tokens_per_s"] / m["baseline_tokens_per_s"])
+    per_pos = m["acceptance_per_position"]
+    assert len(per_pos) == 5 and all(a >= b for a, b in zip(per_pos, per_pos[1:]))
+    assert m["accepted_tokens"] <= m["drafted_tokens"]
+    assert result["lossless"]["checked"] is True and 0 <= result["lossless"]["match_rate"] <= 1
+    assert "bfloat16" in result["lossless"]["note"]
+    assert {r["category"] for r in result["per_prompt"]} and all(r["speedup"] > 0 for r in result["per_prompt"])
+    assert result["environment"]["transformers"] and result["environment"]["torch_threads"] >= 1
+    assert result["energy"]["joules"] is None and result["energy"]["unavailable_reason"]
+    assert result["stats"]["tokens_per_s"]["n"] == 2
+    table = [json.loads(l) for l in (tmp_path / "outputs" / "runs" / "results.jsonl").read_text().splitlines()]
+    assert table[0]["config_hash"] == result["config_hash"] and table[0]["metrics"]["speedup"] == m["speedup"]
+
+
+def test_model_as_its_own_draft_accepts_everything_and_fp32_is_lossless(tmp_path):
+    proc = run_main(
+        "model=qwen2.5-coder-0.5b", "speculation=draft_model", "speculation.num_speculative_tokens=3",
+        "backend.dtype=float32", "backend.num_threads=1", *SMALL, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (result,) = results_in(tmp_path)
+    m = result["metrics"]
+    assert m["acceptance_rate"] == 1.0
+    assert m["acceptance_per_position"] == [1.0, 1.0, 1.0]
+    assert result["lossless"]["match_rate"] == 1.0 and "note" not in result["lossless"]
+
+
+def test_ngram_prompt_lookup_counts_and_fp32_outputs_match_the_baseline(tmp_path, tiny_model_dir):
+    proc = run_main(
+        "speculation=ngram", "speculation.num_speculative_tokens=3", "speculation.ngram_max=2",
+        "backend.dtype=float32", "backend.num_threads=1", "dataset.categories=[editing]",
+        "dataset.num_prompts=2", "generation.max_new_tokens=24", "measurement.repetitions=2",
+        *tiny(tiny_model_dir), cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (result,) = results_in(tmp_path)
+    m = result["metrics"]
+    assert result["native_config"]["generate_kwargs"]["prompt_lookup_num_tokens"] == 3
+    assert m["num_drafts"] > 0 and 0 <= m["accepted_tokens"] <= m["drafted_tokens"]
+    assert len(m["acceptance_per_position"]) <= 3
+    assert result["lossless"]["match_rate"] == 1.0
+    assert result["stats"]["tokens_per_s"]["n"] == 4
+
+
+def test_sampling_reports_lossless_as_not_applicable(tmp_path, tiny_model_dir):
+    proc = run_main("generation.temperature=0.8", *SMALL, *tiny(tiny_model_dir), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (result,) = results_in(tmp_path)
+    assert result["lossless"]["checked"] is False and "sampling" in result["lossless"]["reason"]
+
+
+def test_a_crashing_job_is_recorded_failed_and_the_sweep_goes_on(tmp_path, tiny_model_dir):
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "qwen2"}')  # no weights: loading raises
+    proc = run_main(
+        "-m", f"model.draft={tiny_model_dir},{broken}", f"model.target={tiny_model_dir}", "model.name=tiny", *SMALL,
+        cwd=tmp_path,
+    )
+    assert proc.returncode != 0
+    by_draft = {r["config"]["model"]["draft"]: r for r in results_in(tmp_path)}
+    assert by_draft[str(tiny_model_dir)]["status"] == "ok"
+    failed = by_draft[str(broken)]
+    assert failed["status"] == "failed" and failed["error"] and "\n" not in failed["error"]
+    (table,) = (tmp_path / "outputs" / "sweeps").glob("*/results.jsonl")
+    assert sorted(json.loads(l)["status"] for l in table.read_text().splitlines()) == ["failed", "ok"]
+
+
+def test_sweep_reuses_baseline_and_models_and_a_rerun_skips_finished_jobs(tmp_path, tiny_model_dir):
+    args = ["-m", "speculation.num_speculative_tokens=2,3", *SMALL, *tiny(tiny_model_dir)]
+    proc = run_main(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first = results_in(tmp_path)
+    assert [r["baseline"]["source"] for r in first] == [
+        "measured in this job", "reused: measured earlier in this process with the same key"
+    ]
+    assert first[0]["metrics"]["baseline_tokens_per_s"] == first[1]["metrics"]["baseline_tokens_per_s"]
+    rerun = run_main(*args, cwd=tmp_path)
+    assert rerun.returncode == 0
+    assert (rerun.stdout + rerun.stderr).count("skipping: this config already has an ok result") == 2
+    assert len(results_in(tmp_path)) == 2  # nothing new was measured
+    forced = run_main(*args, "force=true", cwd=tmp_path)
+    assert forced.returncode == 0 and len(results_in(tmp_path)) == 4
