@@ -133,7 +133,7 @@ def run(dcfg: DictConfig) -> Any:
         results.append_row(ctx["table"], row)
         if store != ctx["table"]:
             results.append_row(store, row)
-        make_tracker(cfg.logger).log_result(result)
+        make_tracker(cfg.logger, ctx["run_dir"], ctx["table"].parent if ctx["multirun"] else None).log_result(result)
     if result["status"] != "ok":
         raise JobFailed(result["error"])
     _print_summary(result)

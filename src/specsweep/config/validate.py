@@ -9,6 +9,7 @@ from specsweep.backends import BACKENDS
 from specsweep.config.schema import METHODS, METHODS_WITH_DRAFT
 from specsweep.energy.config import check as energy_check
 from specsweep.models.registry import draft_reference, reference_problem
+from specsweep.tracking.config import check as logger_check
 
 MAX_SPECULATIVE_TOKENS = 64
 
@@ -98,6 +99,7 @@ def _problems(cfg) -> List[tuple]:
 
     problems.extend(_dataset_problems(cfg.dataset))
     problems.extend(energy_check(cfg.energy))
+    problems.extend(logger_check(cfg.logger))
     problems.extend(BACKENDS[cfg.backend.name].check(cfg))
     return problems
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Protocol
+from pathlib import Path
+from typing import Any, Dict, Optional, Protocol
 
 from specsweep.tracking.config import LoggerConfig
 
@@ -18,7 +19,10 @@ class NoTracker:
         pass
 
 
-def make_tracker(cfg: LoggerConfig) -> Tracker:
-    if cfg.name == "none":
-        return NoTracker()
-    raise ValueError(f"logger.name={cfg.name!r} is not implemented yet")
+def make_tracker(cfg: LoggerConfig, run_dir: Optional[Path] = None, sweep_dir: Optional[Path] = None) -> Tracker:
+    """run_dir: the job's output dir (tracker files go there); sweep_dir: the multirun's dir (one group per sweep)."""
+    if cfg.name == "wandb":
+        from specsweep.tracking.wandb import WandbTracker  # wandb itself is imported only when a result is logged
+
+        return WandbTracker(cfg, Path(run_dir) if run_dir else Path.cwd(), sweep_dir)
+    return NoTracker()
