@@ -29,6 +29,7 @@ class Phase:
     generations: List[List[Generation]] = field(default_factory=list)  # [repetition][prompt]
     batch_walls: List[float] = field(default_factory=list)
     energy: List[EnergyReading] = field(default_factory=list)
+    seconds: float = 0.0  # time spent in this phase, warm-up included
 
     def all(self) -> List[Generation]:
         return [g for rep in self.generations for g in rep]
@@ -59,6 +60,7 @@ def measure_phase(engine, prompts: List[Prompt], cfg, meter: EnergyMeter, label:
     batch = cfg.generation.batch_size
     batches = [prompts[i : i + batch] for i in range(0, len(prompts), batch)]
     task = progress.add_task(f"{label}: warm-up", total=cfg.measurement.warmup + cfg.measurement.repetitions * len(batches))
+    started = time.perf_counter()
     for _ in range(cfg.measurement.warmup):
         engine.generate(batches[0])
         progress.advance(task)
@@ -77,6 +79,7 @@ def measure_phase(engine, prompts: List[Prompt], cfg, meter: EnergyMeter, label:
             phase.energy.append(meter.end(label))
             progress.advance(task)
         phase.generations.append(outputs)
+    phase.seconds = time.perf_counter() - started
     return phase
 
 
@@ -227,6 +230,7 @@ def run(cfg, prompts: List[Prompt], build_engine, meter: EnergyMeter) -> Dict[st
     out = summarize(cfg, prompts, spec_phase, base_phase)
     out["metrics"].update(_peak_memory(engines))
     out["baseline"] = baseline_info
+    timing["generation_s"] = spec_phase.seconds + (base_phase.seconds if baseline_info.get("source") == "measured in this job" else 0.0)
     out["timing"] = timing
     out["environment"] = engine.environment()
     engine.close()

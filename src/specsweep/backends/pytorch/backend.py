@@ -6,6 +6,7 @@ import platform
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+import psutil
 import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -186,6 +187,8 @@ class PytorchBackend:
             "device": self.cfg.device,
             "cuda_device": torch.cuda.get_device_name(0) if self.cfg.device.startswith("cuda") else None,
             "machine": platform.machine(),
+            "model_loads": load_counts(),
+            "rss_mb": psutil.Process().memory_info().rss / 2**20,
         }
 
     def close(self) -> None:
