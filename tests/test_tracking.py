@@ -163,12 +163,12 @@ def test_invalid_logger_mode_fails_at_validation_in_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_multirun_jobs_share_a_group_and_keep_local_results(tmp_path, tiny_model_dir):
+def test_multirun_jobs_share_a_group_and_keep_local_results(tmp_path, tiny_model_dir, isolated_home):
     proc = run_main(
         "-m", "logger=wandb", f"model.target={tiny_model_dir}", f"model.draft={tiny_model_dir}", "model.name=tiny",
         "speculation=ngram", "speculation.num_speculative_tokens=2,3", "dataset.num_prompts=1",
         "generation.max_new_tokens=6", "measurement.repetitions=1", "measurement.warmup=0",
-        cwd=tmp_path, env={"HOME": str(tmp_path / "home"), "WANDB_API_KEY": "", "WANDB_MODE": ""}, timeout=600,
+        cwd=tmp_path, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = results_in(tmp_path)

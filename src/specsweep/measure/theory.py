@@ -50,17 +50,20 @@ def expected_speedup(alpha: float, k: int, c: float) -> float:
 
 
 def best_k(alpha: float, c: float, k_max: int = K_SEARCH_MAX) -> Tuple[Optional[int], float, str]:
-    """argmax_k S(k, c) over 1..k_max -> (k or None, S at that k, note).
+    """argmax_k S(k, c) over 1..k_max -> (k or None, S at the best k searched, note).
 
-    k is None when S still rises at k_max: no interior optimum (c = 0 with alpha > 0, or alpha = 1 with c < 1,
-    make every extra drafted token free or always accepted)."""
+    k is None when S keeps rising: with c = 0 and alpha > 0 every extra draft is free (S climbs to 1/(1-alpha)),
+    with alpha = 1 and c < 1 every draft is accepted; or when the optimum lies beyond k_max."""
     _check(alpha, 1, c)
     speedups = [expected_speedup(alpha, k, c) for k in range(1, k_max + 1)]
-    best = max(range(len(speedups)), key=lambda i: (speedups[i], -i))
+    best = max(range(len(speedups)), key=lambda i: (speedups[i], -i))  # ties: the smallest k
     k, s = best + 1, speedups[best]
-    if k == k_max and k_max > 1 and speedups[-1] > speedups[-2]:
-        why = "c=0: drafting is free in this model" if c == 0 else f"alpha={alpha:.3g}, c={c:.3g}"
-        return None, s, f"no optimum in 1..{k_max}: predicted speedup still rises with k ({why})"
+    if c == 0 and alpha > 0:
+        return None, speedups[-1], f"no optimum: c=0 makes drafting free, so predicted speedup rises with k towards {1 / (1 - alpha) if alpha < 1 else math.inf:.3g}x"
+    if alpha == 1 and c < 1:
+        return None, speedups[-1], f"no optimum: alpha=1 accepts every draft, so predicted speedup rises with k towards {1 / c:.3g}x"
+    if k == k_max:
+        return None, s, f"no optimum in 1..{k_max}: predicted speedup still rises at k={k_max}"
     if s <= 1.0:
         return k, s, f"no k beats plain decoding in this model (best {s:.3g}x at k={k})"
     return k, s, ""

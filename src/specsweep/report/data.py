@@ -1,0 +1,136 @@
+"""Read sweep results (results.jsonl rows + each job's result.json) into what the report shows. No plotting here."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import median
+from typing import Any, Dict, List, Optional, Tuple
+
+from specsweep import results
+from specsweep.measure import theory
+
+
+@dataclass
+class Job:
+    """One job's summary row, plus the per-prompt rows of its result.json (when it is still on disk)."""
+
+    row: Dict[str, Any]
+    per_prompt: List[Dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.row.get("status") == "ok"
+
+    def metric(self, name: str) -> Optional[float]:
+        value = (self.row.get("metrics") or {}).get(name)
+        return value if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+    def energy(self, name: str) -> Optional[float]:
+        value = (self.row.get("energy") or {}).get(name)
+        return value if isinstance(value, (int, float)) else None
+
+    def stat(self, name: str) -> Dict[str, Any]:
+        return (self.row.get("stats") or {}).get(name) or {}
+
+    def theory(self, name: str) -> Any:
+        return (self.row.get("theory") or {}).get(name)
+
+    @property
+    def k(self) -> Optional[int]:
+        return self.row.get("k")
+
+    @property
+    def series(self) -> Tuple:
+        """Jobs that differ only in k form one series (one line in the k plots)."""
+        r = self.row
+        return (r.get("backend"), r.get("model"), r.get("method"), r.get("ngram_min"), r.get("ngram_max"))
+
+
+def table_paths(paths: List[Path]) -> List[Path]:
+    """A sweep dir (or any dir holding results.jsonl), or a results.jsonl file itself."""
+    out = []
+    for p in paths:
+        p = Path(p)
+        table = p if p.is_file() else p / results.TABLE_FILE
+        if not table.is_file():
+            raise FileNotFoundError(f"{p}: no {results.TABLE_FILE} here (pass a sweep dir or a results table)")
+        out.append(table)
+    return out
+
+
+def load_jobs(paths: List[Path]) -> List[Job]:
+    """Every job of the given sweeps; a config run several times keeps its latest row (ok preferred)."""
+    latest: Dict[str, Dict[str, Any]] = {}
+    for table in table_paths(paths):
+        for row in results.read_table(table):
+            key = row.get("config_hash") or row.get("run_dir")
+            prior = latest.get(key)
+            if prior is None or row.get("status") == "ok" or prior.get("status") != "ok":
+                latest[key] = row
+    jobs = []
+    for row in latest.values():
+        per_prompt = []
+        try:
+            per_prompt = json.loads((Path(row.get("run_dir", "")) / results.RESULT_FILE).read_text()).get("per_prompt") or []
+        except (OSError, json.JSONDecodeError):
+            pass
+        jobs.append(Job(row, per_prompt))
+    return sorted(jobs, key=lambda j: (tuple(str(x) for x in j.series), j.k if j.k is not None else -1))
+
+
+def series_label(series: Tuple, all_series: List[Tuple]) -> str:
+    backend, model, method, nmin, nmax = series
+    label = method + (f" n={nmin or '?'}..{nmax or '?'}" if method == "ngram" and (nmin or nmax) else "")
+    if len({s[0] for s in all_series}) > 1 or len({s[1] for s in all_series}) > 1:
+        label += f" [{model}, {backend}]"
+    return label
+
+
+def by_series(jobs: List[Job]) -> Dict[Tuple, List[Job]]:
+    out: Dict[Tuple, List[Job]] = {}
+    for job in jobs:
+        if job.ok and job.row.get("method") != "none":
+            out.setdefault(job.series, []).append(job)
+    return out
+
+
+def pooled_theory(jobs: List[Job]) -> Dict[str, Any]:
+    """One (alpha, c) per series: alpha and c describe the draft/target pair, not k, so the jobs' estimates are
+    pooled (alpha weighted by verification steps, c by median) and the model predicts speedup at every k."""
+    alphas = [(j.theory("alpha"), j.metric("num_drafts") or 0) for j in jobs if j.theory("alpha") is not None]
+    costs = [j.theory("cost_ratio") for j in jobs if j.theory("cost_ratio") is not None]
+    out: Dict[str, Any] = {"alpha": None, "cost_ratio": None, "predicted_best_k": None, "note": ""}
+    weight = sum(w for _, w in alphas)
+    if alphas and weight:
+        out["alpha"] = sum(a * w for a, w in alphas) / weight
+    if costs:
+        out["cost_ratio"] = median(costs)
+    if out["alpha"] is not None and out["cost_ratio"] is not None:
+        out["predicted_best_k"], out["predicted_best_speedup"], out["note"] = theory.best_k(out["alpha"], out["cost_ratio"])
+    measured = [j for j in jobs if j.metric("speedup") is not None and j.k is not None]
+    if measured:
+        best = max(measured, key=lambda j: j.metric("speedup"))
+        out["measured_best_k"], out["measured_best_speedup"] = best.k, best.metric("speedup")
+    return out
+
+
+def category_speedups(job: Job) -> Dict[str, float]:
+    """Median per-prompt speedup per prompt category."""
+    cats: Dict[str, List[float]] = {}
+    for r in job.per_prompt:
+        if isinstance(r.get("speedup"), (int, float)):
+            cats.setdefault(str(r.get("category")), []).append(r["speedup"])
+    return {c: median(v) for c, v in sorted(cats.items())}
+
+
+def pareto_front(points: List[Tuple[float, float]]) -> List[int]:
+    """Indices of the points no other point beats on both axes (both minimised), sorted by the first axis."""
+    front = []
+    for i, (x, y) in enumerate(points):
+        dominated = any((x2 <= x and y2 <= y) and (x2 < x or y2 < y) for j, (x2, y2) in enumerate(points) if j != i)
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i])

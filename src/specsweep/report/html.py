@@ -1,0 +1,141 @@
+"""Assemble the self-contained HTML report: tables + figures embedded as base64 PNGs (one file, no network)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from specsweep.report import plots
+from specsweep.report.data import Job, by_series, load_jobs, pooled_theory, series_label
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
+table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
+th{background:#f3f3f3}td.l,th.l{text-align:left}.note{color:#555;font-size:13px}.fail{color:#b00}
+img{max-width:100%;border:1px solid #eee;margin:.5em 0}code{background:#f5f5f5;padding:0 3px}"""
+
+
+def _num(v: Any, spec: str = "{:.3g}") -> str:
+    return "" if v is None else spec.format(v) if isinstance(v, (int, float)) else html.escape(str(v))
+
+
+def _interval(stat: Dict[str, Any]) -> str:
+    if stat.get("median") is None:
+        return ""
+    ci = f" [{stat['ci_low']:.3g}, {stat['ci_high']:.3g}]" if stat.get("ci_low") is not None else " (n<3: no interval)"
+    return f"{stat['median']:.3g}{ci}"
+
+
+def _table(header: List[str], rows: List[List[str]], left: int = 1) -> str:
+    th = "".join(f"<th{' class=l' if i < left else ''}>{html.escape(h)}</th>" for i, h in enumerate(header))
+    body = "".join("<tr>" + "".join(f"<td{' class=l' if i < left else ''}>{c}</td>" for i, c in enumerate(r)) + "</tr>" for r in rows)
+    return f"<table><tr>{th}</tr>{body}</table>"
+
+
+def comparison_table(jobs: List[Job]) -> str:
+    groups = by_series(jobs)
+    labels = list(groups)
+    rows = []
+    conf = None
+    for series, js in groups.items():
+        for j in js:
+            conf = conf or j.stat("speedup").get("confidence")
+            e = j.row.get("energy") or {}
+            rows.append([
+                html.escape(series_label(series, labels)), _num(j.k), _num(j.metric("speedup")), _interval(j.stat("speedup")),
+                _interval(j.stat("tokens_per_s")), _num(j.metric("baseline_tokens_per_s")), _num(j.metric("acceptance_rate")),
+                _num(j.metric("mean_acceptance_length")), _num(j.theory("alpha")), _num(j.theory("cost_ratio")),
+                _num(j.theory("predicted_speedup")), _num(e.get("joules_per_token")) + (" (est.)" if e.get("estimated") else ""),
+                _num(e.get("energy_ratio")), _num(j.metric("num_drafts"), "{:.0f}"),
+            ])
+    header = ["method", "k", "speedup", f"per-prompt speedup median [{int((conf or 0.95) * 100)}% CI]",
+              "tok/s median [CI]", "baseline tok/s", "acceptance rate", "mean accept. length", "alpha (fit)", "c",
+              "predicted speedup", "J/token", "energy ratio", "draft steps"]
+    return _table(header, rows)
+
+
+def theory_table(jobs: List[Job]) -> str:
+    groups = by_series(jobs)
+    labels = list(groups)
+    rows = []
+    for series, js in groups.items():
+        p = pooled_theory(js)
+        best = _num(p["predicted_best_k"]) if p["predicted_best_k"] is not None else "none"
+        rows.append([
+            html.escape(series_label(series, labels)), _num(p["alpha"]), _num(p["cost_ratio"]), best,
+            _num(p.get("predicted_best_speedup")), _num(p.get("measured_best_k")), _num(p.get("measured_best_speedup")),
+            ", ".join(sorted(str(j.k) for j in js)), html.escape(p["note"]),
+        ])
+    header = ["method", "pooled alpha", "c", "predicted best k", "predicted speedup there", "sweep's best k",
+              "measured speedup there", "k values swept", "note"]
+    return _table(header, rows)
+
+
+def failures(jobs: List[Job]) -> str:
+    failed = [j for j in jobs if not j.ok]
+    if not failed:
+        return ""
+    rows = [[html.escape(str(j.row.get("method"))), _num(j.k), f"<span class=fail>{html.escape(str(j.row.get('error')))}</span>",
+             html.escape(str(j.row.get("run_dir")))] for j in failed]
+    return "<h2>Failed jobs</h2>" + _table(["method", "k", "error", "run dir"], rows, left=4)
+
+
+def render(sources: List[Path]) -> Tuple[str, Dict[str, bytes]]:
+    """The report's HTML and its figures as PNG bytes (by name)."""
+    jobs = load_jobs(sources)
+    if not jobs:
+        raise ValueError("no results in " + ", ".join(map(str, sources)))
+    pngs: Dict[str, bytes] = {}
+    sections = []
+    for name, (title, make) in plots.FIGURES.items():
+        fig = make(jobs)
+        if isinstance(fig, str):
+            sections.append(f"<h2>{html.escape(title)}</h2><p class=note>Not drawn: {html.escape(fig)}.</p>")
+            continue
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110)
+        plots._plt().close(fig)
+        pngs[name] = buf.getvalue()
+        img = base64.b64encode(pngs[name]).decode()
+        extra = theory_table(jobs) + THEORY_NOTE if name == "predicted_vs_measured" else ""
+        sections.append(f"<h2>{html.escape(title)}</h2><img alt='{name}' src='data:image/png;base64,{img}'>{extra}")
+    ok = [j for j in jobs if j.ok]
+    head = (
+        f"<h1>specsweep comparison report</h1><p class=note>{len(jobs)} jobs ({len(ok)} ok) from "
+        + ", ".join(f"<code>{html.escape(str(s))}</code>" for s in sources)
+        + f"; generated {dt.datetime.now().isoformat(timespec='seconds')}. Models: "
+        + html.escape(", ".join(sorted({str(j.row.get('model')) for j in jobs})))
+        + ". Backends: " + html.escape(", ".join(sorted({str(j.row.get('backend')) for j in jobs}))) + ".</p>"
+    )
+    body = head + "<h2>Comparison per method and k</h2>" + TABLE_NOTE + comparison_table(jobs) + "".join(sections) + failures(jobs)
+    return f"<!doctype html><html><head><meta charset=utf-8><title>specsweep report</title><style>{CSS}</style></head><body>{body}</body></html>", pngs
+
+
+TABLE_NOTE = (
+    "<p class=note>speedup = tokens/s with speculation / tokens/s of the no-speculation baseline over all prompts; the "
+    "interval is a bootstrap interval of the per-prompt median. acceptance rate = accepted / drafted tokens. "
+    "alpha (fit) and c feed the prediction (see Theory vs. measurement); predicted speedup is a prediction, not a "
+    "measurement. J/token marked (est.) is an estimate, not a meter reading.</p>"
+)
+THEORY_NOTE = (
+    "<p class=note>Predictions use Leviathan et al. (2023): speedup = (1 - alpha^(k+1)) / ((1 - alpha)(k c + 1)), "
+    "with alpha fitted to each job's measured mean acceptance length (i.i.d. model) and c = draft TPOT / target TPOT "
+    "measured in the run (c = 0 for ngram: its proposer is a table lookup). The model assumes verifying k+1 tokens "
+    "costs one target step; where measured speedup falls below the prediction, that assumption (or proposer overhead "
+    "the model ignores) is what the gap measures. Pooled alpha: the jobs' alphas weighted by draft steps; c: their "
+    "median. 'none' = the model has no optimum within k &le; 64.</p>"
+)
+
+
+def write(sources: List[Path], out: Path, png_dir: Optional[Path] = None) -> Path:
+    text, pngs = render(sources)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    if png_dir is not None:
+        png_dir.mkdir(parents=True, exist_ok=True)
+        for name, data in pngs.items():
+            (png_dir / f"{name}.png").write_bytes(data)
+    return out

@@ -1,0 +1,196 @@
+"""The report's figures (matplotlib, headless). Each returns a Figure, or a string saying why there is none."""
+
+from __future__ import annotations
+
+from typing import Dict, List, Tuple, Union
+
+from specsweep.measure import theory
+from specsweep.report.data import Job, by_series, category_speedups, pareto_front, pooled_theory, series_label
+
+Figure = object
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _colors(n: int):
+    plt = _plt()
+    cmap = plt.get_cmap("tab10")
+    return [cmap(i % 10) for i in range(n)]
+
+
+def speedup_vs_k(jobs: List[Job]) -> Union[Figure, str]:
+    groups = by_series(jobs)
+    pts = {s: [j for j in js if j.k is not None and j.stat("speedup").get("median") is not None] for s, js in groups.items()}
+    if not any(pts.values()):
+        return "no job with a measured speedup and a k (needs measurement.baseline=true)"
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    labels = list(groups)
+    for color, (series, js) in zip(_colors(len(pts)), pts.items()):
+        if not js:
+            continue
+        label = series_label(series, labels)
+        ks = [j.k for j in js]
+        med = [j.stat("speedup")["median"] for j in js]
+        lo = [m - (j.stat("speedup").get("ci_low") if j.stat("speedup").get("ci_low") is not None else m) for j, m in zip(js, med)]
+        hi = [(j.stat("speedup").get("ci_high") if j.stat("speedup").get("ci_high") is not None else m) - m for j, m in zip(js, med)]
+        ax.errorbar(ks, med, yerr=[lo, hi], marker="o", capsize=4, color=color, label=f"{label}: measured (median, CI)")
+        pooled = pooled_theory(groups[series])
+        if pooled["alpha"] is not None and pooled["cost_ratio"] is not None:
+            grid = list(range(1, max(ks) + 3))
+            ax.plot(grid, [theory.expected_speedup(pooled["alpha"], k, pooled["cost_ratio"]) for k in grid], "--", color=color,
+                    alpha=0.8, label=f"{label}: predicted (alpha={pooled['alpha']:.2f}, c={pooled['cost_ratio']:.2f})")
+    ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("k (draft tokens per verification step)")
+    ax.set_ylabel("speedup over no speculation (x)")
+    ax.set_title("Speedup vs k: measured per-prompt median with interval; dashed = Leviathan prediction")
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def joules_per_token_vs_k(jobs: List[Job]) -> Union[Figure, str]:
+    groups = by_series(jobs)
+    pts = {s: [j for j in js if j.k is not None and j.energy("joules_per_token") is not None] for s, js in groups.items()}
+    if not any(pts.values()):
+        reasons = sorted({(j.row.get("energy") or {}).get("unavailable_reason") or "not recorded" for j in jobs if j.ok})
+        return "energy was not measured in these jobs: " + "; ".join(reasons)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    labels = list(groups)
+    estimated = False
+    for color, (series, js) in zip(_colors(len(pts)), pts.items()):
+        if not js:
+            continue
+        estimated |= any((j.row.get("energy") or {}).get("estimated") for j in js)
+        ax.plot([j.k for j in js], [j.energy("joules_per_token") for j in js], marker="o", color=color,
+                label=series_label(series, labels))
+        base = [(j.k, j.energy("joules_per_token") / j.energy("energy_ratio")) for j in js if j.energy("energy_ratio")]
+        if base:
+            ax.plot([k for k, _ in base], [b for _, b in base], ls=":", marker="x", color=color, label=f"{series_label(series, labels)}: its baseline")
+    ax.set_xlabel("k")
+    ax.set_ylabel("J per output token")
+    ax.set_title("Energy per token vs k" + (" (includes estimates, see table)" if estimated else ""))
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def acceptance_per_position(jobs: List[Job]) -> Union[Figure, str]:
+    groups = {s: [j for j in js if (j.row.get("metrics") or {}).get("acceptance_per_position")] for s, js in by_series(jobs).items()}
+    groups = {s: js for s, js in groups.items() if js}
+    if not groups:
+        return "no acceptance counts recorded"
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.8), squeeze=False, sharey=True)
+    labels = list(groups)
+    for ax, (series, js) in zip(axes[0], groups.items()):
+        for color, j in zip(_colors(len(js)), js):
+            rates = j.row["metrics"]["acceptance_per_position"]
+            ax.plot(range(1, len(rates) + 1), rates, marker="o", color=color, label=f"k={j.k}")
+        ax.set_title(series_label(series, labels), fontsize=9)
+        ax.set_xlabel("draft position i")
+        ax.set_ylim(0, 1.05)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("P(token i accepted | a draft step)")
+    fig.suptitle("Acceptance per draft position", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def speedup_by_category(jobs: List[Job]) -> Union[Figure, str]:
+    groups = by_series(jobs)
+    labels = list(groups)
+    bars: List[Tuple[str, Dict[str, float]]] = []
+    for series, js in groups.items():
+        for j in js:
+            cats = category_speedups(j)
+            if cats:
+                bars.append((f"{series_label(series, labels)} k={j.k}", cats))
+    if not bars:
+        return "no per-prompt speedups (result.json files missing, or no baseline)"
+    categories = sorted({c for _, cats in bars for c in cats})
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(categories) * max(1, len(bars)) / 3), 4.5))
+    width = 0.8 / len(bars)
+    for i, (color, (label, cats)) in enumerate(zip(_colors(len(bars)), bars)):
+        xs = [c + (i - (len(bars) - 1) / 2) * width for c in range(len(categories))]
+        ax.bar(xs, [cats.get(c, 0) for c in categories], width=width, color=color, label=label)
+    ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+    ax.set_xticks(range(len(categories)), categories)
+    ax.set_ylabel("median per-prompt speedup (x)")
+    ax.set_title("Speedup by prompt category")
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return fig
+
+
+def predicted_vs_measured(jobs: List[Job]) -> Union[Figure, str]:
+    pts = [j for j in jobs if j.ok and j.theory("predicted_speedup") is not None and j.metric("speedup") is not None]
+    if not pts:
+        return "no job has both a predicted and a measured speedup (needs a baseline and a measured cost ratio)"
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    labels = list(by_series(jobs))
+    series = list(dict.fromkeys(j.series for j in pts))
+    for color, s in zip(_colors(len(series)), series):
+        js = [j for j in pts if j.series == s]
+        ax.scatter([j.theory("predicted_speedup") for j in js], [j.metric("speedup") for j in js], color=color, label=series_label(s, labels))
+        for j in js:
+            ax.annotate(f"k={j.k}", (j.theory("predicted_speedup"), j.metric("speedup")), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    values = [v for j in pts for v in (j.theory("predicted_speedup"), j.metric("speedup"))]
+    lo, hi = min(values + [1.0]) * 0.9, max(values + [1.0]) * 1.1
+    ax.plot([lo, hi], [lo, hi], color="grey", ls="--", lw=0.8, label="measured = predicted")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("predicted speedup (Leviathan, this job's alpha and c)")
+    ax.set_ylabel("measured speedup (tokens/s ratio)")
+    ax.set_title("Predicted vs measured speedup", fontsize=10)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def latency_energy_pareto(jobs: List[Job]) -> Union[Figure, str]:
+    pts = [j for j in jobs if j.ok and j.metric("tokens_per_s") and j.energy("joules_per_token") is not None]
+    if len(pts) < 2:
+        return "needs at least two jobs with energy measured (an energy=... option) to draw a latency-energy front"
+    xy = [(1000.0 / j.metric("tokens_per_s"), j.energy("joules_per_token")) for j in pts]
+    front = pareto_front(xy)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    ax.scatter([x for x, _ in xy], [y for _, y in xy], color="lightgrey", label="all jobs")
+    ax.plot([xy[i][0] for i in front], [xy[i][1] for i in front], "o-", color="crimson", label="Pareto front")
+    for i in front:
+        j = pts[i]
+        ax.annotate(f"{j.row.get('method')} k={j.k}", xy[i], fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("latency: ms per output token (lower is better)")
+    ax.set_ylabel("J per output token (lower is better)")
+    ax.set_title("Latency-energy Pareto front", fontsize=10)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+FIGURES = {
+    "speedup_vs_k": ("Speedup vs k", speedup_vs_k),
+    "predicted_vs_measured": ("Theory vs. measurement", predicted_vs_measured),
+    "joules_per_token_vs_k": ("Energy per token vs k", joules_per_token_vs_k),
+    "acceptance_per_position": ("Acceptance per position", acceptance_per_position),
+    "speedup_by_category": ("Speedup by prompt category", speedup_by_category),
+    "latency_energy_pareto": ("Latency-energy Pareto front", latency_energy_pareto),
+}
