@@ -133,6 +133,7 @@ class VllmBackend:
         self.models = models
         self.worker: Optional[_Worker] = None
         self.reused = False
+        self.worker_pid: Optional[int] = None
         self.ipc_s = 0.0
 
     def load(self) -> None:
@@ -158,6 +159,7 @@ class VllmBackend:
                 worker.stop()
                 raise
         self.worker = worker
+        self.worker_pid = worker.proc.pid
 
     def generate(self, prompts: List[Prompt]) -> List[Generation]:
         start = time.perf_counter()

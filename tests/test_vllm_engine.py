@@ -1,0 +1,186 @@
+"""The real vLLM engine on tiny models these tests make: lossless greedy output, vLLM's counters, engine processes.
+
+vLLM's CPU attention needs head_dim 64 or more, so these tests build their own tiny Qwen2 (the shared
+`tiny_model_dir` has head_dim 16) and random EAGLE / EAGLE-3 heads for it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from conftest import REPO, results_in, run_main
+from specsweep.app import build_engine, to_config
+from specsweep.config.store import register_configs
+from specsweep.config.validate import validate
+from specsweep.datasets import load_prompts
+
+pytestmark = pytest.mark.slow
+register_configs()
+
+HIDDEN, INTERMEDIATE, HEADS, KV_HEADS = 128, 256, 2, 1  # head_dim 64
+
+
+@pytest.fixture(scope="session")
+def vllm_tiny_dir(tmp_path_factory, packaged_tokenizer_dir) -> Path:
+    """A 2-layer random float32 Qwen2 with the real Qwen tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    out = tmp_path_factory.mktemp("vllm-tiny-qwen2")
+    tokenizer = AutoTokenizer.from_pretrained(packaged_tokenizer_dir)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=INTERMEDIATE, num_hidden_layers=2,
+        num_attention_heads=HEADS, num_key_value_heads=KV_HEADS, max_position_embeddings=2048,
+        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id, tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(config).to(torch.float32).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def _write_head(out: Path, architecture: str, vocab: int, shapes: dict, extra_config: dict) -> Path:
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    tensors = {name: (torch.ones(shape) if name.endswith("norm.weight") else torch.randn(shape) * 0.02) for name, shape in shapes.items()}
+    save_file(tensors, str(out / "model.safetensors"))
+    config = {
+        "architectures": [architecture], "model_type": "llama", "vocab_size": vocab, "hidden_size": HIDDEN,
+        "intermediate_size": INTERMEDIATE, "num_hidden_layers": 1, "num_attention_heads": HEADS,
+        "num_key_value_heads": KV_HEADS, "max_position_embeddings": 2048, "rms_norm_eps": 1e-6, "torch_dtype": "float32",
+        "tie_word_embeddings": False, **extra_config,
+    }
+    (out / "config.json").write_text(json.dumps(config))
+    return out
+
+
+def _layer(prefix: str, qkv_in: int) -> dict:
+    hd = HIDDEN // HEADS
+    return {
+        f"{prefix}.self_attn.q_proj.weight": (HEADS * hd, qkv_in),
+        f"{prefix}.self_attn.k_proj.weight": (KV_HEADS * hd, qkv_in),
+        f"{prefix}.self_attn.v_proj.weight": (KV_HEADS * hd, qkv_in),
+        f"{prefix}.self_attn.o_proj.weight": (HIDDEN, HEADS * hd),
+        f"{prefix}.mlp.gate_proj.weight": (INTERMEDIATE, HIDDEN),
+        f"{prefix}.mlp.up_proj.weight": (INTERMEDIATE, HIDDEN),
+        f"{prefix}.mlp.down_proj.weight": (HIDDEN, INTERMEDIATE),
+        f"{prefix}.post_attention_layernorm.weight": (HIDDEN,),
+    }
+
+
+@pytest.fixture(scope="session")
+def eagle_head_dir(tmp_path_factory, vllm_tiny_dir) -> Path:
+    """EAGLE-1 head: fc(embedding ++ target hidden) -> one Llama layer without its input norm."""
+    vocab = json.loads((vllm_tiny_dir / "config.json").read_text())["vocab_size"]
+    shapes = {"embed_tokens.weight": (vocab, HIDDEN), "fc.weight": (HIDDEN, 2 * HIDDEN), **_layer("layers.0", HIDDEN)}
+    return _write_head(tmp_path_factory.mktemp("eagle-head"), "EagleLlamaForCausalLM", vocab, shapes, {})
+
+
+@pytest.fixture(scope="session")
+def eagle3_head_dir(tmp_path_factory, vllm_tiny_dir) -> Path:
+    """EAGLE-3 head fed by both target layers (a 2-layer target needs the aux layer ids spelled out)."""
+    vocab = json.loads((vllm_tiny_dir / "config.json").read_text())["vocab_size"]
+    aux = [0, 1]
+    shapes = {
+        "embed_tokens.weight": (vocab, HIDDEN), "fc.weight": (HIDDEN, len(aux) * HIDDEN), "norm.weight": (HIDDEN,),
+        "lm_head.weight": (vocab, HIDDEN), "layers.0.input_layernorm.weight": (HIDDEN,),
+        "layers.0.hidden_norm.weight": (HIDDEN,), **_layer("layers.0", 2 * HIDDEN),
+    }
+    extra = {"eagle_aux_hidden_state_layer_ids": aux, "eagle_config": {"eagle_aux_hidden_state_layer_ids": aux}}
+    return _write_head(tmp_path_factory.mktemp("eagle3-head"), "Eagle3LlamaForCausalLM", vocab, shapes, extra)
+
+
+def tiny_overrides(model_dir: Path) -> list[str]:
+    return [
+        "backend=vllm", "model=qwen2.5-coder-0.5b", f"model.target={model_dir}", f"model.draft={model_dir}",
+        "backend.dtype=float32", "backend.max_model_len=1024", "backend.kv_cache_gib=0.25",
+        "dataset.num_prompts=3", "generation.max_new_tokens=12",
+    ]
+
+
+def composed(model_dir: Path, *overrides: str):
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = to_config(compose("config", overrides=[*tiny_overrides(model_dir), *overrides]))
+    validate(cfg)
+    return cfg
+
+
+def assert_consistent(counts, k: int) -> None:
+    assert counts.num_drafts > 0 and 0 <= counts.accepted <= counts.drafted <= counts.num_drafts * k
+    per_pos = counts.accepted_per_position
+    assert len(per_pos) == k and sum(per_pos) == counts.accepted
+    assert all(a >= b for a, b in zip(per_pos, per_pos[1:])) and per_pos[0] <= counts.num_drafts
+
+
+def run_batch(cfg):
+    """Build, generate every prompt in one batch, close; returns (generations, engine)."""
+    engine = build_engine(cfg)
+    try:
+        return engine.generate(load_prompts(cfg.dataset)), engine
+    finally:
+        engine.close()
+
+
+@pytest.fixture(scope="module")
+def baseline(vllm_tiny_dir):
+    gens, engine = run_batch(composed(vllm_tiny_dir, "speculation=none"))
+    assert all(g.acceptance is None for g in gens)
+    return {g.prompt_id: g.output_ids for g in gens}, engine.worker_pid
+
+
+def test_same_config_reuses_the_engine_process_and_ngram_gets_a_fresh_one(vllm_tiny_dir, baseline):
+    base_ids, base_pid = baseline
+    gens, engine = run_batch(composed(vllm_tiny_dir, "speculation=none"))
+    assert engine.reused and engine.worker_pid == base_pid
+    assert {g.prompt_id: g.output_ids for g in gens} == base_ids
+
+    import psutil
+
+    gens, engine = run_batch(composed(vllm_tiny_dir, "speculation=ngram", "speculation.num_speculative_tokens=3"))
+    assert not engine.reused and engine.worker_pid != base_pid and not psutil.pid_exists(base_pid)
+    assert {g.prompt_id: g.output_ids for g in gens} == base_ids
+    for g in gens:
+        assert g.ttft_s is not None and 0 < g.ttft_s <= g.wall_s
+    total = gens[0].acceptance.add(gens[1].acceptance).add(gens[2].acceptance)
+    assert_consistent(total, k=3)
+
+
+@pytest.mark.parametrize("method,head", [("eagle", "eagle_head_dir"), ("eagle3", "eagle3_head_dir")])
+def test_eagle_heads_build_run_and_stay_lossless(vllm_tiny_dir, baseline, method, head, request):
+    head_dir = request.getfixturevalue(head)
+    cfg = composed(vllm_tiny_dir, f"speculation={method}", f"speculation.draft_model={head_dir}", "speculation.num_speculative_tokens=2")
+    gens, engine = run_batch(cfg)
+    assert {g.prompt_id: g.output_ids for g in gens} == baseline[0]
+    total = gens[0].acceptance.add(gens[1].acceptance).add(gens[2].acceptance)
+    assert total.drafted > 0 and total.accepted <= total.drafted
+    assert all(a >= b for a, b in zip(total.accepted_per_position, total.accepted_per_position[1:]))
+
+
+def test_multirun_none_ngram_draft_model_writes_vllm_counters(tmp_path, vllm_tiny_dir):
+    proc = run_main(
+        "-m", "speculation=none,ngram,draft_model", *tiny_overrides(vllm_tiny_dir),
+        "generation.batch_size=2", "measurement.repetitions=1", cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = {r["method"]: r for r in results_in(tmp_path)}
+    assert set(results) == {"none", "ngram", "draft_model"} and all(r["status"] == "ok" for r in results.values())
+    assert results["none"]["metrics"]["drafted_tokens"] is None
+    for method in ("ngram", "draft_model"):
+        r = results[method]
+        m = r["metrics"]
+        assert r["environment"]["engine"] == "vllm" and r["environment"]["vllm"]
+        assert r["config"]["generation"]["batch_size"] == 2
+        assert r["lossless"]["checked"] and r["lossless"]["match_rate"] == 1.0
+        assert 0 < m["accepted_tokens"] <= m["drafted_tokens"] and m["num_drafts"] > 0
+        rates = m["acceptance_per_position"]
+        assert len(rates) == r["k"] and all(a >= b for a, b in zip(rates, rates[1:]))
+        assert m["tokens_per_s"] > 0 and m["baseline_tokens_per_s"] > 0 and m["ttft_s"] > 0
+    assert results["draft_model"]["metrics"]["acceptance_rate"] == 1.0  # the target drafting for itself
+    # the ngram job's baseline engine is the `none` job's engine, kept alive: no second build
+    assert results["ngram"]["timing"]["baseline_load_s"] < 2.0 < results["ngram"]["timing"]["load_s"]
