@@ -11,6 +11,10 @@ from typing import Any, Callable
 
 from specsweep.backends.pytorch import config as pytorch_config
 from specsweep.backends.pytorch import mapping as pytorch_mapping
+from specsweep.backends.tensorrt import config as tensorrt_config
+from specsweep.backends.tensorrt import mapping as tensorrt_mapping
+from specsweep.backends.mlx import config as mlx_config
+from specsweep.backends.mlx import mapping as mlx_mapping
 from specsweep.backends.vllm import config as vllm_config
 from specsweep.backends.vllm import mapping as vllm_mapping
 
@@ -31,6 +35,23 @@ BACKENDS = {
         check=pytorch_config.check,
         native_config=lambda cfg, models: pytorch_mapping.native_config(cfg.speculation, cfg.generation),
         engine="specsweep.backends.pytorch.backend:PytorchBackend",
+    ),
+    "tensorrt": BackendEntry(
+        config_class=tensorrt_config.TensorrtBackendConfig,
+        supported_methods=tensorrt_config.supported_methods,
+        check=tensorrt_config.check,
+        native_config=lambda cfg, models: tensorrt_mapping.native_config(
+            cfg.speculation, cfg.generation, cfg.backend, models.target, models.draft,
+            *tensorrt_config.effective_version(cfg.backend),
+        ),
+        engine="specsweep.backends.tensorrt.backend:TensorrtBackend",
+    ),
+    "mlx": BackendEntry(
+        config_class=mlx_config.MlxBackendConfig,
+        supported_methods=mlx_config.supported_methods,
+        check=mlx_config.check,
+        native_config=lambda cfg, models: mlx_mapping.native_config(cfg.speculation, cfg.generation),
+        engine="specsweep.backends.mlx.backend:MlxBackend",
     ),
     "vllm": BackendEntry(
         config_class=vllm_config.VllmBackendConfig,

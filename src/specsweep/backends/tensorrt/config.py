@@ -1,0 +1,100 @@
+"""TensorRT-LLM backend settings, the version the mapping targets, and what it can run. Never imports tensorrt_llm."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+from specsweep.backends.tensorrt import mapping
+from specsweep.config.schema import BackendConfig
+
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+INSTALL_HINT = (
+    "an installed tensorrt_llm package (it needs Linux with an NVIDIA GPU and CUDA): "
+    "pip install tensorrt_llm --extra-index-url https://pypi.nvidia.com; "
+    "add --dry-run to print the native config without it"
+)
+
+
+@dataclass
+class TensorrtBackendConfig(BackendConfig):
+    """TensorRT-LLM LLM API: LLM(model, speculative_config=<XxxDecodingConfig>); NVIDIA GPUs only."""
+
+    name: str = "tensorrt"
+    trtllm_version: str = "1.2.1"  # API version mapped when tensorrt_llm is not installed; an installed one wins
+    runtime: str = "pytorch"  # pytorch (draft_model, eagle3, ngram, mtp) | tensorrt (engine: eagle, medusa, lookahead)
+    tensor_parallel_size: int = 1  # GPUs per model; the draft always shares the target's mapping
+    dtype: str = "auto"  # auto | bfloat16 | float16 | float32
+
+
+def installed_version() -> Optional[str]:
+    """The installed tensorrt_llm version (read from package metadata, nothing imported), or None."""
+    if importlib.util.find_spec("tensorrt_llm") is None:
+        return None
+    try:
+        return importlib.metadata.version("tensorrt_llm")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def effective_version(backend) -> Tuple[str, str]:
+    """(version to map for, where it came from): the installed package, else backend.trtllm_version."""
+    installed = installed_version()
+    if installed:
+        return installed, "installed tensorrt_llm"
+    return backend.trtllm_version, "backend.trtllm_version (tensorrt_llm is not installed)"
+
+
+def supported_methods() -> tuple[str, ...]:
+    return ("none",) + mapping.METHODS_BY_API[mapping.API_12]
+
+
+def check(cfg) -> list[tuple[str, object, str]]:
+    """Backend-specific rules: (field, value, what is allowed) for each violation."""
+    backend, spec = cfg.backend, cfg.speculation
+    version, source = effective_version(backend)
+    installed = source.startswith("installed")
+    if mapping.api_for(version) is None:
+        field = "tensorrt_llm (installed)" if installed else "backend.trtllm_version"
+        return [(field, version, f"a TensorRT-LLM version this mapping knows: {mapping.KNOWN_VERSIONS}")]
+    if not installed and not cfg.dry_run:
+        return [("backend", backend.name, INSTALL_HINT)]
+    problems = []
+    if backend.runtime not in mapping.RUNTIMES:
+        problems.append(("backend.runtime", backend.runtime, f"one of {', '.join(mapping.RUNTIMES)}"))
+    elif spec.method != "none" and mapping.METHOD_RUNTIME[spec.method] != backend.runtime:
+        needed = mapping.METHOD_RUNTIME[spec.method]
+        problems.append(("backend.runtime", backend.runtime, f"{needed} for speculation.method={spec.method} on TensorRT-LLM"))
+    api = mapping.api_for(version)
+    if spec.method != "none" and spec.method not in mapping.METHODS_BY_API[api]:
+        allowed = ", ".join(mapping.METHODS_BY_API[api])
+        problems.append(("speculation.method", spec.method, f"a method TensorRT-LLM {version} maps: {allowed} (EAGLE-1/2 needs 1.2.x)"))
+    if backend.dtype not in DTYPES:
+        problems.append(("backend.dtype", backend.dtype, f"one of {', '.join(DTYPES)}"))
+    if backend.tensor_parallel_size < 1:
+        problems.append(("backend.tensor_parallel_size", backend.tensor_parallel_size, "an integer >= 1"))
+    if spec.draft_tp_size not in (None, backend.tensor_parallel_size):
+        problems.append(("speculation.draft_tp_size", spec.draft_tp_size,
+                         f"null or {backend.tensor_parallel_size} (backend.tensor_parallel_size): TensorRT-LLM's draft shares the target's mapping"))
+    if spec.method == "ngram" and spec.ngram_min not in (None, 1):
+        problems.append(("speculation.ngram_min", spec.ngram_min, "1 or null on backend=tensorrt (TensorRT-LLM has no minimum n-gram size)"))
+    problems.extend(_override_problems(spec, version))
+    return problems
+
+
+def _override_problems(spec, version: str) -> list[tuple[str, object, str]]:
+    if not spec.backend_overrides:
+        return []
+    if spec.method == "none":
+        return [("speculation.backend_overrides", dict(spec.backend_overrides), "empty when speculation.method=none")]
+    found = mapping.class_for(spec.method, version)
+    if found is None:
+        return []  # the method itself is already reported
+    known = mapping.fields(found[0], version)
+    return [
+        (f"speculation.backend_overrides.{key}", value, f"a field of {found[0]} in TensorRT-LLM {version}: {', '.join(sorted(known))}")
+        for key, value in spec.backend_overrides.items()
+        if key not in known
+    ]
