@@ -129,8 +129,8 @@ def test_result_json_is_written_atomically_and_nan_becomes_null(tmp_path):
 def test_table_survives_a_torn_line_and_find_done_checks_the_result_file(tmp_path):
     table = tmp_path / "results.jsonl"
     ok_dir, failed_dir = tmp_path / "0", tmp_path / "1"
-    results.write_result(ok_dir, {"status": "ok"})
-    results.write_result(failed_dir, {"status": "failed"})
+    results.write_result(ok_dir, {"status": "ok", "config_hash": "a"})
+    results.write_result(failed_dir, {"status": "failed", "config_hash": "b"})
     results.append_row(table, {"config_hash": "a", "status": "ok", "run_dir": str(ok_dir)})
     results.append_row(table, {"config_hash": "b", "status": "failed", "run_dir": str(failed_dir)})
     with open(table, "a") as f:
@@ -186,3 +186,10 @@ def test_missing_part_file_is_named(fake_parts, tmp_path):
 def test_requirements_file_matches_the_registry():
     listed = [l for l in (Path(__file__).parents[1] / "requirements-models.txt").read_text().splitlines() if l and not l.startswith("#")]
     assert listed == [r for m in packaged.PACKAGED_MODELS.values() for r in m.requirements()]
+
+
+def test_find_done_ignores_a_run_dir_reused_by_another_config(tmp_path):
+    table, run_dir = tmp_path / "results.jsonl", tmp_path / "0"
+    results.write_result(run_dir, {"status": "ok", "config_hash": "other"})
+    results.append_row(table, {"config_hash": "mine", "status": "ok", "run_dir": str(run_dir)})
+    assert results.find_done(table, "mine") is None

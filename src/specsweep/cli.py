@@ -42,6 +42,8 @@ def precheck(conf_dir: Path, argv: List[str]) -> List[str]:
         print_support_matrix()
         sys.exit(0)
     argv = ["dry_run=true" if a == "--dry-run" else a for a in argv]
+    if any(a.startswith(("hparams_search=", "+hparams_search=", "hydra/sweeper=optuna")) for a in argv):
+        Path("outputs/optuna").mkdir(parents=True, exist_ok=True)  # the studies' SQLite files live here
     if any(a.split("=")[0] in HYDRA_FLAGS for a in argv):
         return argv
     check_overrides(conf_dir, [a for a in argv if not a.startswith("hydra.") and not a.startswith("hydra/")])

@@ -89,13 +89,14 @@ def read_table(table: Path) -> Iterator[Dict[str, Any]]:
 
 
 def find_done(table: Path, cfg_hash: str) -> Optional[Dict[str, Any]]:
-    """The latest ok row for this config, if its result.json is still there and says ok."""
+    """The latest ok row for this config, if its result.json is still there, says ok and is for this config."""
     found = None
     for row in read_table(table):
         if row.get("config_hash") == cfg_hash and row.get("status") == "ok":
             result = Path(row.get("run_dir", "")) / RESULT_FILE
             try:
-                if json.loads(result.read_text()).get("status") == "ok":
+                stored = json.loads(result.read_text())
+                if stored.get("status") == "ok" and stored.get("config_hash") == cfg_hash:
                     found = row
             except (OSError, json.JSONDecodeError):
                 continue
