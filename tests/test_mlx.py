@@ -1,0 +1,149 @@
+"""mlx-lm backend: mapping, validation, acceptance rebuilt from from_draft flags, and the engine on tiny real models."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from conftest import REPO, results_in, run_main
+from specsweep.app import native_config, to_config
+from specsweep.backends.mlx import config as mlx_config
+from specsweep.backends.mlx.mapping import DraftFlagMismatch, acceptance_from_flags
+from specsweep.config.store import register_configs
+from specsweep.config.validate import ConfigError, validate
+
+register_configs()
+MLX_INSTALLED = importlib.util.find_spec("mlx_lm") is not None
+
+
+def compose_cfg(*overrides: str):
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        return to_config(compose("config", overrides=["backend=mlx", *overrides]))
+
+
+def test_native_config():
+    cfg = compose_cfg("speculation.num_speculative_tokens=3", "generation.max_new_tokens=16")
+    validate(cfg)
+    assert native_config(cfg) == {"stream_generate": {"max_tokens": 16, "num_draft_tokens": 3}, "sampler": {"temp": 0.0}, "seed": 0}
+    cfg = compose_cfg("speculation=none", "generation.temperature=0.5", "generation.top_p=0.8", "generation.seed=3")
+    assert native_config(cfg) == {"stream_generate": {"max_tokens": 64}, "sampler": {"temp": 0.5, "top_p": 0.8}, "seed": 3}
+    cfg = compose_cfg("+speculation.backend_overrides.prefill_step_size=128")
+    assert native_config(cfg)["stream_generate"]["prefill_step_size"] == 128
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["speculation=ngram"], r"^speculation.method='ngram' is invalid: expected a method backend=mlx supports: none, draft_model"),
+    (["generation.batch_size=4"], r"^generation.batch_size=4 is invalid: expected 1 on backend=mlx"),
+    (["backend.dtype=int8"], r"^backend.dtype='int8' is invalid"),
+    (["backend.device=cuda"], r"^backend.device='cuda' is invalid: expected one of cpu, gpu"),
+    (["speculation.draft_tp_size=2"], r"^speculation.draft_tp_size=2 is invalid"),
+    (["+speculation.backend_overrides.max_kv_size=10"], r"^speculation.backend_overrides.max_kv_size=10 is invalid: expected one of prefill_step_size"),
+])
+def test_invalid_configs_fail_in_one_line(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(compose_cfg(*overrides))
+
+
+def test_missing_mlx_fails_validation(monkeypatch):
+    monkeypatch.setattr(mlx_config.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ConfigError, match=r"^backend='mlx' is invalid: expected an installed mlx-lm: pip install mlx-lm"):
+        validate(compose_cfg())
+
+
+def test_acceptance_from_flags_steps():
+    T, F = True, False
+    # k=3, max_tokens=10: accept 2 | accept 0 | accept 3 | 2 left: draft 2, accept 2, max_tokens reached (no target token)
+    counts = acceptance_from_flags([T, T, F, F, T, T, T, F, T, T], k=3, max_tokens=10)
+    assert (counts.drafted, counts.accepted, counts.num_drafts) == (3 + 3 + 3 + 2, 2 + 0 + 3 + 2, 4)
+    assert counts.accepted_per_position == [3, 3, 1]
+    # A stream that stopped at an EOS token among the drafts: the open step counts its drafted k and what it emitted.
+    counts = acceptance_from_flags([T, F, T], k=3, max_tokens=16)
+    assert (counts.drafted, counts.accepted, counts.num_drafts) == (6, 2, 2)
+    # Near max_tokens the draft shrinks to what is left: 3, 2, then 1 token left.
+    counts = acceptance_from_flags([F, F, F], k=4, max_tokens=3)
+    assert (counts.drafted, counts.accepted, counts.num_drafts) == (3 + 2 + 1, 0, 3)
+    with pytest.raises(DraftFlagMismatch):
+        acceptance_from_flags([T, T, T], k=2, max_tokens=16)
+
+
+@pytest.fixture(scope="module")
+def other_tiny_model_dir(tmp_path_factory, tiny_model_dir):
+    """A second random tiny Qwen2 with its own random lm_head (same tokenizer): a draft that almost never agrees.
+
+    (The tied-embedding tiny model mostly repeats its input token; an untied random head does not.)"""
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    out = tmp_path_factory.mktemp("tiny-qwen2-other")
+    torch.manual_seed(1)
+    config = Qwen2Config.from_pretrained(tiny_model_dir, tie_word_embeddings=False)
+    Qwen2ForCausalLM(config).to(torch.float32).save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(out)
+    return out
+
+
+class CountingModel:
+    """Passes everything to an mlx model and counts its forward calls."""
+
+    def __init__(self, model):
+        self.model, self.calls = model, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.model(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+
+def engine_for(target, draft, k: int, max_new_tokens: int):
+    from specsweep.backends.base import ResolvedModels
+    from specsweep.backends.mlx.backend import MlxBackend
+
+    cfg = compose_cfg(f"model.target={target}", f"speculation.draft_model={draft}", f"speculation.num_speculative_tokens={k}",
+                      f"generation.max_new_tokens={max_new_tokens}")
+    validate(cfg)
+    engine = MlxBackend(cfg, native_config(cfg), ResolvedModels(str(target), str(draft)))
+    engine.load()
+    return engine
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not MLX_INSTALLED, reason="mlx-lm is not installed")
+def test_engine_acceptance_matches_draft_calls(tiny_model_dir, other_tiny_model_dir):
+    """Derived drafted counts equal the draft model's real forward calls; acceptance tracks draft quality."""
+    from specsweep.backends.base import Prompt
+
+    prompt = Prompt("p0", "code", "Write a function that adds two numbers.")
+    rates = {}
+    for name, draft in (("same", tiny_model_dir), ("other", other_tiny_model_dir)):
+        engine = engine_for(tiny_model_dir, draft, k=3, max_new_tokens=24)
+        engine.draft = counter = CountingModel(engine.draft)
+        gen = engine.generate([prompt])[0]
+        counts = gen.acceptance
+        # One prefill call (the prompt is shorter than prefill_step_size), then one call per drafted token.
+        assert counter.calls - 1 == counts.drafted, (name, counter.calls, counts)
+        assert len(gen.output_ids) == 24 and counts.accepted <= counts.drafted
+        assert 0 < gen.ttft_s <= gen.wall_s
+        rates[name] = counts.accepted / counts.drafted
+    assert rates["same"] > 0.8, rates  # the target drafting for itself: (nearly) every draft is accepted
+    assert rates["other"] < 0.2, rates  # an unrelated random draft: (nearly) none
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not MLX_INSTALLED, reason="mlx-lm is not installed")
+def test_main_runs_mlx_draft_model(tmp_path, tiny_model_dir):
+    proc = run_main("backend=mlx", "speculation=draft_model", f"model.target={tiny_model_dir}", f"speculation.draft_model={tiny_model_dir}",
+                    "speculation.num_speculative_tokens=3", "generation.max_new_tokens=12", "dataset.num_prompts=2",
+                    "measurement.warmup=0", "measurement.repetitions=1", cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (result,) = results_in(tmp_path)
+    m = result["metrics"]
+    assert result["status"] == "ok" and result["backend"] == "mlx"
+    assert m["drafted_tokens"] > 0 and m["num_drafts"] > 0 and m["acceptance_rate"] > 0.8
+    assert m["mean_acceptance_length"] == pytest.approx(1 + m["accepted_tokens"] / m["num_drafts"])
+    assert m["ttft_s"] > 0 and m["baseline_tokens_per_s"] > 0
+    assert result["lossless"]["checked"] and result["lossless"]["match_rate"] == 1.0
+    assert result["environment"]["engine"] == "mlx-lm"
