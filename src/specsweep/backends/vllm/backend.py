@@ -177,7 +177,7 @@ class VllmBackend:
             "vllm_distribution": dist[0] if dist else None,
             **self.worker.facts,
             "engine_reused": self.reused,
-            "ipc_overhead_s": self.ipc_s,  # time around generate() spent outside llm.generate (pipe + pickling)
+            "ipc_overhead_s": self.ipc_s,  # generate() time outside llm.generate: pipe, pickling, tokenizing, counter reads
             "dtype": self.cfg.dtype,
             "kv_cache_gib": self.cfg.kv_cache_gib,
             "machine": platform.machine(),
