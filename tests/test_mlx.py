@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -15,7 +13,7 @@ from specsweep.config.store import register_configs
 from specsweep.config.validate import ConfigError, validate
 
 register_configs()
-MLX_INSTALLED = importlib.util.find_spec("mlx_lm") is not None
+MLX_INSTALLED = mlx_config.installed()
 
 
 def compose_cfg(*overrides: str):
@@ -47,7 +45,7 @@ def test_invalid_configs_fail_in_one_line(overrides, message):
 
 
 def test_missing_mlx_fails_validation(monkeypatch):
-    monkeypatch.setattr(mlx_config.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(mlx_config, "installed", lambda: False)
     with pytest.raises(ConfigError, match=r"^backend='mlx' is invalid: expected an installed mlx-lm: pip install mlx-lm"):
         validate(compose_cfg())
 

@@ -24,6 +24,11 @@ class MlxBackendConfig(BackendConfig):
     device: Optional[str] = None  # cpu | gpu (Metal); null: mlx's default (gpu on Apple silicon, cpu elsewhere)
 
 
+def installed() -> bool:
+    """mlx and mlx-lm are importable (found without importing them)."""
+    return importlib.util.find_spec("mlx") is not None and importlib.util.find_spec("mlx_lm") is not None
+
+
 def supported_methods() -> tuple[str, ...]:
     return SUPPORTED_METHODS
 
@@ -31,7 +36,7 @@ def supported_methods() -> tuple[str, ...]:
 def check(cfg) -> list[tuple[str, object, str]]:
     """Backend-specific rules: (field, value, what is allowed) for each violation."""
     backend, spec = cfg.backend, cfg.speculation
-    if not cfg.dry_run and (importlib.util.find_spec("mlx") is None or importlib.util.find_spec("mlx_lm") is None):
+    if not cfg.dry_run and not installed():
         return [("backend", backend.name, INSTALL_HINT)]
     problems = []
     if backend.dtype is not None and backend.dtype not in DTYPES:
