@@ -79,6 +79,8 @@ def energy_section(spec, base, accepted: Optional[int]) -> Dict[str, Any]:
     }
     if accepted is None:
         out["joules_per_accepted_token_reason"] = "no speculation (or the engine reports no acceptance counts)"
+    elif accepted == 0:
+        out["joules_per_accepted_token_reason"] = "no draft token was accepted"
     b = _total(base) if base is not None else None
     if b is not None:
         out["baseline_joules"] = b["joules"]
