@@ -152,6 +152,6 @@ def _print_summary(result: Dict[str, Any]) -> None:
         f"  acceptance rate {fmt(m['acceptance_rate'])}, mean acceptance length {fmt(m['mean_acceptance_length'])}",
         f"  TTFT {fmt(m['ttft_s'])} s, TPOT {fmt(m['tpot_s'])} s, peak memory {fmt(m['peak_memory_mb'], '{:.0f}')} MB",
         f"  lossless: {result['lossless'].get('match_rate') if result['lossless']['checked'] else result['lossless']['reason']}",
-        f"  energy: {fmt(result['energy'].get('joules'))} J" + (f" ({result['energy'].get('source')}{', ESTIMATED' if result['energy'].get('estimated') else ''})" if result["energy"].get("joules") is not None else f" ({result['energy'].get('unavailable_reason')})"),
+        f"  energy: {fmt(result['energy'].get('joules'))} J" + (f" ({result['energy'].get('source')}{', estimated' if result['energy'].get('estimated') else ''})" if result["energy"].get("joules") is not None else f" ({result['energy'].get('unavailable_reason')})"),
     ]
     print("\n".join(lines), file=sys.stderr)
