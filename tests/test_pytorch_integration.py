@@ -111,3 +111,12 @@ def test_sweep_reuses_baseline_and_models_and_a_rerun_skips_finished_jobs(tmp_pa
     assert len(results_in(tmp_path)) == 2  # nothing new was measured
     forced = run_main(*args, "force=true", cwd=tmp_path)
     assert forced.returncode == 0 and len(results_in(tmp_path)) == 4
+
+
+def test_a_no_speculation_job_is_the_baseline_of_the_next_jobs(tmp_path, tiny_model_dir):
+    proc = run_main("-m", "speculation=none,ngram", *SMALL, *tiny(tiny_model_dir), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    by_method = {r["method"]: r for r in results_in(tmp_path)}
+    assert by_method["ngram"]["baseline"]["source"].startswith("reused")
+    assert by_method["ngram"]["metrics"]["baseline_tokens_per_s"] == by_method["none"]["metrics"]["tokens_per_s"]
+    assert by_method["none"]["metrics"]["speedup"] is None

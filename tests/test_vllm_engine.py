@@ -182,5 +182,6 @@ def test_multirun_none_ngram_draft_model_writes_vllm_counters(tmp_path, vllm_tin
         assert len(rates) == r["k"] and all(a >= b for a, b in zip(rates, rates[1:]))
         assert m["tokens_per_s"] > 0 and m["baseline_tokens_per_s"] > 0 and m["ttft_s"] > 0
     assert results["draft_model"]["metrics"]["acceptance_rate"] == 1.0  # the target drafting for itself
-    # the ngram job's baseline engine is the `none` job's engine, kept alive: no second build
-    assert results["ngram"]["timing"]["baseline_load_s"] < 2.0 < results["ngram"]["timing"]["load_s"]
+    # the `none` job's measurement is the baseline of the later jobs: measured once per sweep
+    assert all(results[m]["baseline"]["source"].startswith("reused") for m in ("ngram", "draft_model"))
+    assert results["ngram"]["metrics"]["baseline_tokens_per_s"] == results["none"]["metrics"]["tokens_per_s"]

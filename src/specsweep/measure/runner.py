@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from specsweep.backends.base import AcceptanceCounts, Generation, Prompt
 from specsweep.energy import EnergyMeter, EnergyReading, energy_section
 from specsweep.measure import metrics, theory
+from specsweep.models.registry import draft_reference
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,10 @@ def baseline_key(cfg) -> str:
 
 # Baselines measured earlier in this process (a Hydra basic-launcher sweep), by baseline_key.
 _baselines: Dict[str, Phase] = {}
+
+
+# The measured draft/target cost ratio c, by (baseline key, method, draft): the draft is timed once per sweep.
+_cost_ratios: Dict[tuple, Dict[str, Any]] = {}
 
 
 def baseline_config(cfg):
@@ -227,6 +232,9 @@ def run(cfg, prompts: List[Prompt], build_engine, meter: EnergyMeter) -> Dict[st
         timing["load_s"] = time.perf_counter() - start
         engines.append(engine)
         spec_phase = measure_phase(engine, prompts, cfg, meter, "speculative" if speculative else "no speculation", progress)
+        if not speculative:  # a no-speculation job is itself the baseline of later jobs with the same key
+            _baselines.clear()
+            _baselines[baseline_key(cfg)] = spec_phase
     out = summarize(cfg, prompts, spec_phase, base_phase)
     out["metrics"].update(_peak_memory(engines))
     out["baseline"] = baseline_info
@@ -234,7 +242,15 @@ def run(cfg, prompts: List[Prompt], build_engine, meter: EnergyMeter) -> Dict[st
     out["timing"] = timing
     out["environment"] = engine.environment()
     engine.close()
-    target_tpot = median([t for g in base_phase.all() if (t := metrics.tpot_s(g)) is not None] or [0.0]) if base_phase else None
-    cost = theory.measure_cost_ratio(cfg, prompts, build_engine, baseline_config(cfg), target_tpot) if speculative else {}
+    cost: Dict[str, Any] = {}
+    if speculative:
+        cost_key = (baseline_key(cfg), cfg.speculation.method, draft_reference(cfg))
+        if cost_key not in _cost_ratios:
+            target_tpot = median([t for g in base_phase.all() if (t := metrics.tpot_s(g)) is not None] or [0.0]) if base_phase else None
+            start = time.perf_counter()
+            _cost_ratios.clear()
+            _cost_ratios[cost_key] = theory.measure_cost_ratio(cfg, prompts, build_engine, baseline_config(cfg), target_tpot)
+            timing["cost_ratio_s"] = time.perf_counter() - start
+        cost = _cost_ratios[cost_key]
     out["theory"] = theory.section(cfg.speculation.method, cfg.speculation.num_speculative_tokens, out["metrics"], cost)
     return out
