@@ -130,3 +130,13 @@ def test_dry_run_prints_native_config_without_loading(tmp_path):
     assert printed["native_config"]["generate_kwargs"]["prompt_lookup_num_tokens"] == 4
     assert printed["native_config"]["generate_kwargs"]["max_matching_ngram_size"] == 3
     assert not list((tmp_path / "outputs").rglob("result.json"))
+
+
+def test_dry_run_shows_the_native_config_even_before_a_head_is_chosen(tmp_path):
+    proc = run_main("backend=tensorrt", "speculation=eagle3", "--dry-run", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    printed = json.loads(proc.stdout[proc.stdout.index("{") :])
+    assert printed["native_config"]["speculative_config"]["class"] == "EagleDecodingConfig"
+    assert "no draft weights set" in proc.stderr and "model.heads.eagle3" in proc.stderr
+    real = run_main("backend=tensorrt", "speculation=eagle3", cwd=tmp_path, timeout=120)
+    assert real.returncode == 2 and "model.heads.eagle3" in real.stderr

@@ -15,9 +15,9 @@ from typing import Any, Dict, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from specsweep.backends import BACKENDS, engine_class
-from specsweep.config.schema import ExperimentConfig
+from specsweep.config.schema import METHODS_WITH_DRAFT, ExperimentConfig
 from specsweep.config.validate import validate
-from specsweep.models.registry import resolve_models
+from specsweep.models.registry import draft_reference, resolve_models
 from specsweep import results
 from specsweep.tracking import make_tracker
 
@@ -80,6 +80,9 @@ def run(dcfg: DictConfig) -> Any:
     ctx = _hydra_context()
     if cfg.dry_run:
         print(json.dumps({"backend": cfg.backend.name, "method": cfg.speculation.method, "native_config": native_config(cfg)}, indent=2, default=str))
+        if cfg.speculation.method in METHODS_WITH_DRAFT and draft_reference(cfg) is None:
+            where = "model.draft" if cfg.speculation.method == "draft_model" else f"model.heads.{cfg.speculation.method}"
+            print(f"specsweep: note: no draft weights set (speculation.draft_model or {where}); a real run needs them", file=sys.stderr)
         return None
 
     cfg_hash = results.config_hash(cfg)

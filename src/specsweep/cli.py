@@ -24,7 +24,7 @@ def print_support_matrix() -> None:
     from specsweep.config.schema import METHODS
 
     matrix = support_matrix()
-    table = Table(title="speculation.method x backend (what this install can run)")
+    table = Table(title="speculation.method x backend (what specsweep maps; the engine must be installed to run it)")
     table.add_column("method")
     for backend in matrix:
         table.add_column(backend, justify="center")

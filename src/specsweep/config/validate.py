@@ -66,7 +66,7 @@ def _problems(cfg) -> List[tuple]:
         problems.append(
             ("speculation.draft_model", spec.draft_model, f"null for method={spec.method} (it takes no draft weights)")
         )
-    if spec.method in METHODS_WITH_DRAFT and draft_reference(cfg) is None:
+    if spec.method in METHODS_WITH_DRAFT and draft_reference(cfg) is None and not cfg.dry_run:
         where = "model.draft" if spec.method == "draft_model" else f"model.heads.{spec.method}"
         problems.append(
             ("speculation.draft_model", None, f"a draft for method={spec.method}: set speculation.draft_model or {where}")
