@@ -77,6 +77,7 @@ def joules_per_token_vs_k(jobs: List[Job]) -> Union[Figure, str]:
         base = [(j.k, j.energy("joules_per_token") / j.energy("energy_ratio")) for j in js if j.energy("energy_ratio")]
         if base:
             ax.plot([k for k, _ in base], [b for _, b in base], ls=":", marker="x", color=color, label=f"{series_label(series, labels)}: its baseline")
+    ax.set_xticks(sorted({j.k for js in pts.values() for j in js}))
     ax.set_xlabel("k")
     ax.set_ylabel("J per output token")
     ax.set_title("Energy per token vs k" + (" (includes estimates, see table)" if estimated else ""))
