@@ -1,7 +1,7 @@
 """Harness overhead: the same generate() calls through specsweep's runner vs. a bare transformers loop.
 
 Same process, same loaded weights, same prompts and generate arguments; the two are interleaved round by round
-so drift hits both. Prints each round and the ratio of medians (target: <= 1.03).
+alternating which goes first, so drift and warm-up hit both. Prints each round and the ratio of medians (target: <= 1.03).
 
     .venv/bin/python scripts/bench_harness_overhead.py                      # embedded default, draft_model
     .venv/bin/python scripts/bench_harness_overhead.py speculation=ngram --rounds 5
@@ -47,7 +47,7 @@ def bare_loop(engine, prompts) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("overrides", nargs="*", default=[])
     args = parser.parse_args()
     register_configs()
@@ -62,10 +62,13 @@ def main() -> None:
     bare, harness = [], []
     with Progress(transient=True) as progress:
         for r in range(args.rounds):
-            bare.append(bare_loop(engine, prompts))
-            start = time.perf_counter()
-            measure_phase(engine, prompts, cfg, meter, "harness", progress)
-            harness.append(time.perf_counter() - start)
+            for which in ("bare", "harness") if r % 2 == 0 else ("harness", "bare"):  # alternate who goes first
+                if which == "bare":
+                    bare.append(bare_loop(engine, prompts))
+                else:
+                    start = time.perf_counter()
+                    measure_phase(engine, prompts, cfg, meter, "harness", progress)
+                    harness.append(time.perf_counter() - start)
             print(f"round {r + 1}: bare {bare[-1]:.2f} s   specsweep {harness[-1]:.2f} s   ratio {harness[-1] / bare[-1]:.3f}")
     ratio = statistics.median(harness) / statistics.median(bare)
     print(f"{cfg.speculation.method} k={cfg.speculation.num_speculative_tokens} on {cfg.model.name}, {len(prompts)} prompts x "
