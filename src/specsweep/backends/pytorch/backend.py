@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import time
 from typing import Any, Dict, List, Optional, Tuple
@@ -32,13 +33,28 @@ def _load(path: str, dtype: str, device: str):
     return _loaded[key]
 
 
+def _return_freed_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc keeps them otherwise), so RSS tracks what a sweep really holds."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(path: str):
+    return AutoTokenizer.from_pretrained(path)
+
+
 def release_all_except(keep: set) -> None:
     """Drop cached models a new job does not need, so memory does not grow across a sweep."""
     for key in [k for k in _loaded if k not in keep]:
         del _loaded[key]
-    import gc
-
-    gc.collect()
+    _return_freed_memory()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
@@ -119,7 +135,7 @@ class PytorchBackend:
             torch.set_num_threads(self.cfg.num_threads)
         if self.method != "none":
             release_all_except(self.model_keys())
-        self.tokenizer = AutoTokenizer.from_pretrained(self.models.target)
+        self.tokenizer = _tokenizer(self.models.target)
         self.model = _load(self.models.target, self.cfg.dtype, self.cfg.device)
         if self.method == "draft_model":
             self.assistant = _load(self.models.draft, self.cfg.dtype, self.cfg.device)
@@ -193,3 +209,4 @@ class PytorchBackend:
 
     def close(self) -> None:
         self.model = self.assistant = None
+        _return_freed_memory()
