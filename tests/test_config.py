@@ -140,3 +140,18 @@ def test_dry_run_shows_the_native_config_even_before_a_head_is_chosen(tmp_path):
     assert "no draft weights set" in proc.stderr and "model.heads.eagle3" in proc.stderr
     real = run_main("backend=tensorrt", "speculation=eagle3", cwd=tmp_path, timeout=120)
     assert real.returncode == 2 and "model.heads.eagle3" in real.stderr
+
+
+@pytest.mark.parametrize(
+    "preset, objective",
+    [
+        ("draft_model_k", ["metrics.tokens_per_s"]),
+        ("ngram_k_window", ["metrics.tokens_per_s"]),
+        ("ngram_window", ["metrics.tokens_per_s"]),
+        ("latency_energy", ["metrics.tpot_s", "energy.joules_per_token"]),
+    ],
+)
+def test_hparams_search_presets_set_their_objective(preset, objective):
+    cfg = composed(f"hparams_search={preset}")
+    assert list(cfg.measurement.objective) == objective
+    validate(cfg)

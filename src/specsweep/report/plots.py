@@ -166,10 +166,10 @@ def predicted_vs_measured(jobs: List[Job]) -> Union[Figure, str]:
 
 
 def latency_energy_pareto(jobs: List[Job]) -> Union[Figure, str]:
-    pts = [j for j in jobs if j.ok and j.metric("tokens_per_s") and j.energy("joules_per_token") is not None]
+    pts = [j for j in jobs if j.ok and j.metric("tpot_s") and j.energy("joules_per_token") is not None]
     if len(pts) < 2:
         return "needs at least two jobs with energy measured (an energy=... option) to draw a latency-energy front"
-    xy = [(1000.0 / j.metric("tokens_per_s"), j.energy("joules_per_token")) for j in pts]
+    xy = [(1000.0 * j.metric("tpot_s"), j.energy("joules_per_token")) for j in pts]  # the latency_energy preset's axes
     front = pareto_front(xy)
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
@@ -178,9 +178,10 @@ def latency_energy_pareto(jobs: List[Job]) -> Union[Figure, str]:
     for i in front:
         j = pts[i]
         ax.annotate(f"{j.row.get('method')} k={j.k}", xy[i], fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel("latency: ms per output token (lower is better)")
-    ax.set_ylabel("J per output token (lower is better)")
-    ax.set_title("Latency-energy Pareto front", fontsize=10)
+    ax.set_xlabel("latency: TPOT, ms per output token after the first (lower is better)")
+    estimated = any((j.row.get("energy") or {}).get("estimated") for j in pts)
+    ax.set_ylabel("J per output token" + (" (ESTIMATED)" if estimated else "") + " (lower is better)")
+    ax.set_title("Latency-energy Pareto front" + (" (energy estimated, not metered)" if estimated else ""), fontsize=10)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
