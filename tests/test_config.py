@@ -99,7 +99,7 @@ def test_jsonl_dataset_errors_name_the_line(tmp_path: Path):
 @pytest.mark.parametrize(
     "args, expected",
     [
-        (["speculation=foo"], "speculation='foo' is invalid: expected one of draft_model, eagle"),
+        (["speculation=foo"], "speculation='foo' is invalid: expected one of dflash, draft_model, dspark, eagle"),
         (["backend=foo"], "backend='foo' is invalid: expected one of"),
         (["speculation=mtp"], "speculation.method='mtp' is invalid"),
         (["speculation.num_speculative_tokens=abc"], "speculation.num_speculative_tokens"),
@@ -155,3 +155,12 @@ def test_hparams_search_presets_set_their_objective(preset, objective):
     cfg = composed(f"hparams_search={preset}")
     assert list(cfg.measurement.objective) == objective
     validate(cfg)
+
+
+def test_newer_methods_validate_on_vllm_and_are_refused_elsewhere():
+    validate(composed("backend=vllm", "speculation=ngram_gpu", "speculation.ngram_min=2", "speculation.ngram_max=4"))
+    validate(composed("backend=vllm", "speculation=dspark"))
+    with pytest.raises(ConfigError, match="model.heads.dflash"):
+        validate(composed("backend=vllm", "speculation=dflash"))
+    with pytest.raises(ConfigError, match="backend=pytorch supports"):
+        validate(composed("speculation=dflash"))

@@ -175,3 +175,16 @@ def test_counter_windows_are_differences_of_vllm_metrics():
 def test_worker_error_summary_keeps_pydantic_cause_on_one_line():
     err = ValueError("1 validation error for ModelConfig\n  Value error, max_model_len (4096) is too big\n    more")
     assert worker.summary(err) == "ValueError: 1 validation error for ModelConfig Value error, max_model_len (4096) is too big"
+
+
+def test_newer_vllm_methods_map_with_their_weights():
+    from types import SimpleNamespace
+
+    from specsweep.backends.vllm.mapping import speculative_config
+    from specsweep.config.schema import SpeculationConfig
+
+    assert speculative_config(SpeculationConfig(method="ngram_gpu", num_speculative_tokens=4, ngram_min=2, ngram_max=3), None) == {
+        "method": "ngram_gpu", "num_speculative_tokens": 4, "prompt_lookup_min": 2, "prompt_lookup_max": 3,
+    }
+    assert speculative_config(SpeculationConfig(method="dflash"), "org/dflash-head") == {"method": "dflash", "model": "org/dflash-head"}
+    assert speculative_config(SpeculationConfig(method="dspark"), None) == {"method": "dspark"}

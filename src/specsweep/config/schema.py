@@ -21,9 +21,16 @@ METHODS = (
     "suffix",
     "mtp",
     "lookahead",
+    "ngram_gpu",
+    "dflash",
+    "dspark",
 )
 # Methods whose proposer is a separate set of weights (a draft LM or a head) named by `draft_model`.
-METHODS_WITH_DRAFT = ("draft_model", "eagle", "eagle3", "medusa", "mlp_speculator")
+METHODS_WITH_DRAFT = ("draft_model", "eagle", "eagle3", "medusa", "mlp_speculator", "dflash")
+# Methods that may take proposer weights but fall back to the target's own (DSpark defaults to the target).
+METHODS_WITH_OPTIONAL_DRAFT = ("dspark",)
+# Prompt-lookup methods, the ones with an n-gram window.
+NGRAM_METHODS = ("ngram", "ngram_gpu")
 
 
 @dataclass

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import List
 
 from specsweep.backends import BACKENDS
-from specsweep.config.schema import METHODS, METHODS_WITH_DRAFT
+from specsweep.config.schema import METHODS, METHODS_WITH_DRAFT, METHODS_WITH_OPTIONAL_DRAFT, NGRAM_METHODS
 from specsweep.energy.config import check as energy_check
 from specsweep.models.registry import draft_reference, reference_problem
 from specsweep.tracking.config import check as logger_check
@@ -43,11 +43,11 @@ def _problems(cfg) -> List[tuple]:
         for name in ("num_speculative_tokens", "draft_model", "ngram_min", "ngram_max", "draft_tp_size"):
             if getattr(spec, name) is not None:
                 problems.append((f"speculation.{name}", getattr(spec, name), "null when speculation.method=none"))
-    elif spec.method not in ("mtp", "suffix") and k is None:
+    elif spec.method not in ("mtp", "suffix", "dflash", "dspark") and k is None:  # these can take k from the model
         problems.append(("speculation.num_speculative_tokens", k, f"an integer in [1, {MAX_SPECULATIVE_TOKENS}]"))
     if k is not None and not 1 <= k <= MAX_SPECULATIVE_TOKENS:
         problems.append(("speculation.num_speculative_tokens", k, f"an integer in [1, {MAX_SPECULATIVE_TOKENS}]"))
-    if spec.method == "ngram":
+    if spec.method in NGRAM_METHODS:
         for name in ("ngram_min", "ngram_max"):
             value = getattr(spec, name)
             if value is not None and value < 1:
@@ -59,10 +59,10 @@ def _problems(cfg) -> List[tuple]:
     else:
         for name in ("ngram_min", "ngram_max"):
             if getattr(spec, name) is not None:
-                problems.append((f"speculation.{name}", getattr(spec, name), "null unless speculation.method=ngram"))
+                problems.append((f"speculation.{name}", getattr(spec, name), f"null unless speculation.method is one of {', '.join(NGRAM_METHODS)}"))
     if spec.draft_tp_size is not None and spec.draft_tp_size < 1:
         problems.append(("speculation.draft_tp_size", spec.draft_tp_size, "an integer >= 1 or null"))
-    if spec.draft_model is not None and spec.method not in METHODS_WITH_DRAFT:
+    if spec.draft_model is not None and spec.method not in METHODS_WITH_DRAFT + METHODS_WITH_OPTIONAL_DRAFT:
         problems.append(
             ("speculation.draft_model", spec.draft_model, f"null for method={spec.method} (it takes no draft weights)")
         )

@@ -7,14 +7,14 @@ from pathlib import Path
 from typing import Optional
 
 from specsweep.backends.base import ResolvedModels
-from specsweep.config.schema import METHODS_WITH_DRAFT
+from specsweep.config.schema import METHODS_WITH_DRAFT, METHODS_WITH_OPTIONAL_DRAFT
 from specsweep.models import packaged
 
 
 def draft_reference(cfg) -> Optional[str]:
     """The proposer weights a run uses: speculation.draft_model, else the model entry's recommendation."""
     method = cfg.speculation.method
-    if method not in METHODS_WITH_DRAFT:
+    if method not in METHODS_WITH_DRAFT + METHODS_WITH_OPTIONAL_DRAFT:
         return None
     if cfg.speculation.draft_model:
         return cfg.speculation.draft_model

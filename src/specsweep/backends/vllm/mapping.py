@@ -39,7 +39,7 @@ def speculative_config(spec, draft: Optional[str]) -> Optional[Dict[str, Any]]:
     out: Dict[str, Any] = {"method": spec.method}
     if spec.num_speculative_tokens is not None:
         out["num_speculative_tokens"] = spec.num_speculative_tokens
-    if spec.method in METHODS_WITH_DRAFT:
+    if spec.method in METHODS_WITH_DRAFT or draft is not None:
         out["model"] = draft
     if spec.ngram_min is not None:
         out["prompt_lookup_min"] = spec.ngram_min
