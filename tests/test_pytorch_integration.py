@@ -120,3 +120,12 @@ def test_a_no_speculation_job_is_the_baseline_of_the_next_jobs(tmp_path, tiny_mo
     assert by_method["ngram"]["baseline"]["source"].startswith("reused")
     assert by_method["ngram"]["metrics"]["baseline_tokens_per_s"] == by_method["none"]["metrics"]["tokens_per_s"]
     assert by_method["none"]["metrics"]["speedup"] is None
+
+
+def test_an_invalid_job_in_a_sweep_is_recorded_with_the_validation_message(tmp_path, tiny_model_dir):
+    proc = run_main("-m", "speculation.num_speculative_tokens=0,2", *SMALL, *tiny(tiny_model_dir), cwd=tmp_path)
+    assert proc.returncode != 0
+    by_k = {r["k"]: r for r in results_in(tmp_path)}
+    assert by_k[2]["status"] == "ok"
+    assert by_k[0]["status"] == "failed"
+    assert by_k[0]["error"] == "ConfigError: speculation.num_speculative_tokens=0 is invalid: expected an integer in [1, 64]"

@@ -76,9 +76,9 @@ def _store_path() -> Path:
 
 def run(dcfg: DictConfig) -> Any:
     cfg = to_config(dcfg)
-    validate(cfg)
     ctx = _hydra_context()
     if cfg.dry_run:
+        validate(cfg)
         print(json.dumps({"backend": cfg.backend.name, "method": cfg.speculation.method, "native_config": native_config(cfg)}, indent=2, default=str))
         if cfg.speculation.method in METHODS_WITH_DRAFT and draft_reference(cfg) is None:
             where = "model.draft" if cfg.speculation.method == "draft_model" else f"model.heads.{cfg.speculation.method}"
@@ -118,6 +118,7 @@ def run(dcfg: DictConfig) -> Any:
 
     meter = None
     try:
+        validate(cfg)  # single runs were validated before Hydra started; a sweep's invalid job is recorded here
         result["native_config"] = native_config(cfg)
         prompts = load_prompts(cfg.dataset)
         meter = make_meter(cfg.energy)
