@@ -1,6 +1,6 @@
 """Unified speculation config -> TensorRT-LLM LLM API arguments. Pure: no tensorrt_llm, no I/O.
 
-Sources (see /work/shared/reference/backend-mapping.md §2): TensorRT-LLM 1.2.1 `llmapi/llm_args.py` for the
+Sources (see docs/tensorrt.md, "Where the mapping comes from"): TensorRT-LLM 1.2.1 `llmapi/llm_args.py` for the
 "1.2" API; the 1.3.0rc27, 1.3.0rc29 and 1.4.0rc1 API reference pages for the "1.3" API. The class is chosen by
 the version: EAGLE-3 is `EagleDecodingConfig(eagle3_one_model=True)` in 1.2.x and `Eagle3DecodingConfig` from 1.3.
 """
