@@ -64,7 +64,8 @@ def test_installed_wheel_loads_builtin_prompts(wheel, tmp_path):
         "import json, specsweep\n"
         "from specsweep.datasets import load_prompts\n"
         "from specsweep.config.schema import DatasetConfig\n"
-        "print(json.dumps({'file': specsweep.__file__, 'n': len(load_prompts(DatasetConfig()))}))\n"
+        # num_prompts=None: every prompt in the file, whatever the default sample size is
+        "print(json.dumps({'file': specsweep.__file__, 'n': len(load_prompts(DatasetConfig(num_prompts=None)))}))\n"
     )
     # PYTHONPATH=<target> alone puts the wheel ahead of the venv's editable install (a .pth entry, appended
     # after PYTHONPATH); cwd outside the repo keeps src/ off sys.path. The assert on __file__ checks both.
