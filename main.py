@@ -9,6 +9,7 @@
 Path of one run: compose (Hydra) -> validate -> map (native config) -> run + measure -> record -> objective.
 """
 
+import atexit
 import sys
 from pathlib import Path
 
@@ -16,20 +17,23 @@ import hydra
 from omegaconf import DictConfig
 
 from specsweep.config.store import register_configs
+from specsweep.session import Session
 
 CONF_DIR = Path(__file__).parent / "conf"
-register_configs()
+register_configs(CONF_DIR)
+SESSION = Session()  # what outlives one job of a sweep: loaded models, kept engines, baselines (see session.py)
+atexit.register(SESSION.close)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig):
     from specsweep import app
 
-    return app.run(cfg)
+    return app.run(cfg, SESSION)
 
 
 if __name__ == "__main__":
     from specsweep.cli import precheck
 
-    sys.argv[1:] = precheck(CONF_DIR, sys.argv[1:])
+    sys.argv[1:] = precheck(CONF_DIR, sys.argv[1:], SESSION)
     main()

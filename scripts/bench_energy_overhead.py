@@ -63,7 +63,10 @@ def main() -> None:
 
     from hydra import compose, initialize_config_dir
 
-    from specsweep.app import build_engine, to_config
+    from specsweep.backends import build_engine
+    from specsweep.config.compose import to_config
+    from specsweep.models.registry import resolve_models
+    from specsweep.session import Session
     from specsweep.config.store import register_configs
     from specsweep.config.validate import validate
     from specsweep.datasets import load_prompts
@@ -76,12 +79,12 @@ def main() -> None:
     validate(cfg)
     load_before = os.getloadavg()
     prompts = load_prompts(cfg.dataset)
-    engine = build_engine(cfg)
+    engine = build_engine(cfg, resolve_models(cfg), Session())
     tree = fake_rapl_tree(Path(tempfile.mkdtemp(prefix="fake-rapl-")))
     meters = {
-        "zeus": make_meter(EnergyConfig(meter="zeus")),
-        "zeus + RAPL (fake sysfs tree)": make_meter(EnergyConfig(meter="zeus", rapl_dir=str(tree), gpu_indices=[])),
-        "codecarbon (estimate)": make_meter(EnergyConfig(meter="codecarbon")),
+        "zeus": make_meter(EnergyConfig(meter="zeus"), Session()),
+        "zeus + RAPL (fake sysfs tree)": make_meter(EnergyConfig(meter="zeus", rapl_dir=str(tree), gpu_indices=[]), Session()),
+        "codecarbon (estimate)": make_meter(EnergyConfig(meter="codecarbon"), Session()),
     }
     timed_call(engine, prompts[0], None)  # warm-up
     conditions = [None, *meters]

@@ -18,7 +18,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from rich.progress import Progress
 
-from specsweep.app import build_engine, to_config
+from specsweep.backends import build_engine
+from specsweep.config.compose import to_config
+from specsweep.models.registry import resolve_models
+from specsweep.session import Session
 from specsweep.config.store import register_configs
 from specsweep.config.validate import validate
 from specsweep.datasets import load_prompts
@@ -56,7 +59,7 @@ def main() -> None:
         cfg = to_config(compose("config", overrides=overrides))
     validate(cfg)
     prompts = load_prompts(cfg.dataset)
-    engine = build_engine(cfg)
+    engine = build_engine(cfg, resolve_models(cfg), Session())
     engine.generate(prompts[:1])  # warm-up, shared by both
     meter = NoEnergyMeter()
     bare, harness = [], []

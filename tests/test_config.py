@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from conftest import REPO, run_main
-from specsweep.app import to_config
+from specsweep.config.compose import compose_config
 from specsweep.config.store import register_configs
 from specsweep.config.validate import ConfigError, validate
 
@@ -17,8 +16,8 @@ register_configs()
 
 
 def composed(*overrides: str):
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        return to_config(compose("config", overrides=list(overrides)))
+    """Compose as main.py does: a bad group option, type or enum value raises the same one-line ConfigError."""
+    return compose_config(list(overrides))
 
 
 def test_default_composes_to_the_embedded_pair():

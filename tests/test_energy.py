@@ -15,7 +15,8 @@ from types import SimpleNamespace
 import pytest
 
 from specsweep.energy import EnergyReading, energy_section, make_meter
-from specsweep.energy.config import EnergyConfig, check
+from specsweep.session import Session
+from specsweep.energy.config import EnergyConfig
 
 MAX_UJ = 262143328850  # a real package max_energy_range_uj
 
@@ -120,7 +121,7 @@ def counters_here() -> bool:
 
 def test_rapl_counter_deltas_become_joules_per_device(tmp_path, fresh_zeus):
     rapl = FakeRapl(tmp_path / "powercap")
-    meter = make_meter(EnergyConfig(meter="zeus", rapl_dir=str(rapl.root), gpu_indices=[]))
+    meter = make_meter(EnergyConfig(meter="zeus", rapl_dir=str(rapl.root), gpu_indices=[]), Session())
     assert meter.source == "zeus-rapl"
     meter.begin("w")
     rapl.add(rapl.package, 3.0)
@@ -135,7 +136,7 @@ def test_rapl_counter_deltas_become_joules_per_device(tmp_path, fresh_zeus):
 
 def test_rapl_without_dram_zone_says_dram_is_unmeasured(tmp_path, fresh_zeus):
     rapl = FakeRapl(tmp_path / "powercap", dram_uj=None)
-    meter = make_meter(EnergyConfig(meter="zeus", rapl_dir=str(rapl.root), gpu_indices=[]))
+    meter = make_meter(EnergyConfig(meter="zeus", rapl_dir=str(rapl.root), gpu_indices=[]), Session())
     meter.begin("w")
     rapl.add(rapl.package, 2.5)
     reading = meter.end("w")
@@ -146,7 +147,7 @@ def test_rapl_without_dram_zone_says_dram_is_unmeasured(tmp_path, fresh_zeus):
 def test_rapl_counter_wraparound_is_counted_by_zeus(tmp_path, fresh_zeus):
     # Start within 100 J of the counter's maximum, so Zeus' wrap-around tracker polls every 0.1 s.
     rapl = FakeRapl(tmp_path / "powercap", package_uj=MAX_UJ - 50e6, dram_uj=None)
-    meter = make_meter(EnergyConfig(meter="zeus", rapl_dir=str(rapl.root), gpu_indices=[]))
+    meter = make_meter(EnergyConfig(meter="zeus", rapl_dir=str(rapl.root), gpu_indices=[]), Session())
     meter.begin("w")
     counter = rapl.package / "energy_uj"
     write_counter(counter, MAX_UJ - 1e6)  # +49 J
@@ -158,20 +159,19 @@ def test_rapl_counter_wraparound_is_counted_by_zeus(tmp_path, fresh_zeus):
 
 
 def test_idle_baseline_is_measured_cached_and_subtracted(tmp_path, fresh_zeus):
-    from specsweep.energy import _idle_cache
-
+    session = Session()
     rapl = FakeRapl(tmp_path / "powercap", dram_uj=None)
     cfg = EnergyConfig(meter="zeus", rapl_dir=str(rapl.root), gpu_indices=[], idle_seconds=0.5)
-    _idle_cache.clear()
     stop = rapl.draw(package_w=20.0)
     try:
-        meter = make_meter(cfg)
+        meter = make_meter(cfg, session)
     finally:
         stop()
     idle = meter.context["idle"]
     assert idle["watts"]["cpu"] == pytest.approx(20.0, rel=0.15)
     assert idle["source"].startswith("measured")
-    assert make_meter(cfg).context["idle"]["source"].startswith("cached")
+    assert make_meter(cfg, session).context["idle"]["source"].startswith("cached")
+    assert make_meter(cfg, Session()).context["idle"]["source"].startswith("measured")  # a new process measures again
 
     meter.begin("w")
     time.sleep(0.2)
@@ -184,7 +184,6 @@ def test_idle_baseline_is_measured_cached_and_subtracted(tmp_path, fresh_zeus):
     assert corrected["joules"] == pytest.approx(10.0 - idle["watts"]["cpu"] * reading.seconds)
     assert corrected["joules_per_token"] == pytest.approx(corrected["joules"] / 10)
     assert corrected["joules_per_accepted_token"] == pytest.approx(corrected["joules"] / 5)
-    _idle_cache.clear()
 
 
 # --- NVML: real Zeus over the official pynvml binding, device calls patched -----------------------------------
@@ -223,7 +222,7 @@ class FakeNvml:
 
 def test_nvml_energy_counter_becomes_gpu_joules(monkeypatch, fresh_zeus):
     gpu = FakeNvml(monkeypatch)
-    meter = make_meter(EnergyConfig(meter="zeus", cpu_indices=[]))
+    meter = make_meter(EnergyConfig(meter="zeus", cpu_indices=[]), Session())
     assert meter.source == "zeus-nvml"
     assert meter.context["counter_update_s"] == 0.1
     meter.begin("w")
@@ -235,7 +234,7 @@ def test_nvml_energy_counter_becomes_gpu_joules(monkeypatch, fresh_zeus):
 
 def test_nvml_short_window_uses_approx_instant_energy(monkeypatch, fresh_zeus):
     FakeNvml(monkeypatch, power_mw=200_000)
-    meter = make_meter(EnergyConfig(meter="zeus", cpu_indices=[], approx_instant_energy=True))
+    meter = make_meter(EnergyConfig(meter="zeus", cpu_indices=[], approx_instant_energy=True), Session())
     meter.begin("w")
     time.sleep(0.02)  # the counter does not advance: shorter than NVML's update period
     reading = meter.end("w")
@@ -247,7 +246,7 @@ def test_nvml_short_window_uses_approx_instant_energy(monkeypatch, fresh_zeus):
 
 def test_nvml_short_window_without_approximation_is_unavailable_not_zero(monkeypatch, fresh_zeus):
     FakeNvml(monkeypatch)
-    meter = make_meter(EnergyConfig(meter="zeus", cpu_indices=[], approx_instant_energy=False))
+    meter = make_meter(EnergyConfig(meter="zeus", cpu_indices=[], approx_instant_energy=False), Session())
     meter.begin("w")
     with pytest.warns(UserWarning):  # Zeus' own warning about a zero reading
         reading = meter.end("w")
@@ -261,7 +260,7 @@ def test_nvml_short_window_without_approximation_is_unavailable_not_zero(monkeyp
 def test_zeus_on_this_machine_is_unavailable_with_the_reason(fresh_zeus):
     if counters_here():
         pytest.skip("this machine has an energy counter")
-    meter = make_meter(EnergyConfig(meter="zeus"))
+    meter = make_meter(EnergyConfig(meter="zeus"), Session())
     meter.begin("w")
     reading = meter.end("w")
     assert reading.joules is None and reading.per_device == {}
@@ -273,7 +272,7 @@ def test_zeus_on_this_machine_is_unavailable_with_the_reason(fresh_zeus):
 
 
 def test_codecarbon_is_a_labelled_estimate():
-    meter = make_meter(EnergyConfig(meter="codecarbon"))
+    meter = make_meter(EnergyConfig(meter="codecarbon"), Session())
     meter.begin("w")
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < 0.3:
@@ -309,32 +308,20 @@ def test_section_pairs_spec_with_baseline_and_never_reports_unknown_as_zero():
 
 
 @pytest.mark.parametrize(
-    "fields, field",
+    "overrides, field, allowed",
     [
-        ({"meter": "joulemeter"}, "energy.meter"),
-        ({"meter": "zeus", "gpu_indices": [-1]}, "energy.gpu_indices"),
-        ({"meter": "zeus", "rapl_dir": "/no/such/powercap"}, "energy.rapl_dir"),
-        ({"meter": "codecarbon", "tracking_mode": "cluster"}, "energy.tracking_mode"),
-        ({"meter": "zeus", "idle_seconds": -1.0}, "energy.idle_seconds"),
-        ({"meter": "none", "idle_seconds": 5.0}, "energy.idle_seconds"),
+        (["energy.meter=joulemeter"], "energy.meter", "one of none, zeus, codecarbon"),
+        (["energy=zeus", "energy.gpu_indices=[-1]"], "energy.gpu_indices", "integers >= 0"),
+        (["energy=zeus", "energy.rapl_dir=/no/such/powercap"], "energy.rapl_dir", "existing powercap directory"),
+        (["energy=codecarbon", "energy.tracking_mode=cluster"], "energy.tracking_mode", "one of process, machine"),
+        (["energy=zeus", "energy.idle_seconds=-1"], "energy.idle_seconds", "a number >= 0"),
+        (["energy=none", "energy.idle_seconds=5"], "energy.idle_seconds", "0 when energy.meter=none"),
     ],
 )
-def test_invalid_energy_config_names_field_value_and_allowed(fields, field):
-    problems = check(EnergyConfig(**fields))
-    assert [p[0] for p in problems] == [field]
-    assert problems[0][2]
-
-
-def test_energy_check_runs_in_config_validation():
-    from hydra import compose, initialize_config_dir
-
-    from conftest import REPO
-    from specsweep.app import to_config
-    from specsweep.config.store import register_configs
+def test_invalid_energy_config_names_field_value_and_allowed(overrides, field, allowed):
+    from specsweep.config.compose import compose_config
     from specsweep.config.validate import ConfigError, validate
 
-    register_configs()
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        cfg = to_config(compose("config", overrides=["energy=codecarbon", "energy.tracking_mode=cluster"]))
-    with pytest.raises(ConfigError, match=r"energy.tracking_mode='cluster' is invalid: expected one of process, machine"):
-        validate(cfg)
+    with pytest.raises(ConfigError) as info:
+        validate(compose_config(overrides))
+    assert info.value.field == field and allowed in str(info.value) and "\n" not in str(info.value)

@@ -6,7 +6,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from conftest import REPO, results_in, run_main
-from specsweep.app import native_config, to_config
+from conftest import native_config
+from specsweep.config.compose import compose_config
+from specsweep.session import Session
 from specsweep.backends.mlx import config as mlx_config
 from specsweep.backends.mlx.mapping import DraftFlagMismatch, acceptance_from_flags
 from specsweep.config.store import register_configs
@@ -17,8 +19,7 @@ MLX_INSTALLED = mlx_config.installed()
 
 
 def compose_cfg(*overrides: str):
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        return to_config(compose("config", overrides=["backend=mlx", *overrides]))
+    return compose_config(["backend=mlx", *overrides])
 
 
 def test_native_config():
@@ -103,7 +104,7 @@ def engine_for(target, draft, k: int, max_new_tokens: int):
     cfg = compose_cfg(f"model.target={target}", f"speculation.draft_model={draft}", f"speculation.num_speculative_tokens={k}",
                       f"generation.max_new_tokens={max_new_tokens}")
     validate(cfg)
-    engine = MlxBackend(cfg, native_config(cfg), ResolvedModels(str(target), str(draft)))
+    engine = MlxBackend(cfg, native_config(cfg), ResolvedModels(str(target), str(draft)), Session())
     engine.load()
     return engine
 

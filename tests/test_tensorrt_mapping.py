@@ -10,7 +10,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from conftest import REPO, run_main
-from specsweep.app import native_config, to_config
+from conftest import native_config
+from specsweep.config.compose import compose_config
 from specsweep.backends.tensorrt import config as trt_config
 from specsweep.backends.tensorrt import mapping
 from specsweep.config.store import register_configs
@@ -23,8 +24,7 @@ TRT_INSTALLED = importlib.util.find_spec("tensorrt_llm") is not None
 
 
 def compose_cfg(*overrides: str, dry_run: bool = True):
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        cfg = to_config(compose("config", overrides=["backend=tensorrt", "model=llama-3.1-8b", *overrides]))
+    cfg = compose_config(["backend=tensorrt", "model=llama-3.1-8b", *overrides])
     cfg.dry_run = dry_run
     return cfg
 

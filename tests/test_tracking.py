@@ -12,7 +12,7 @@ import pytest
 
 from conftest import results_in, run_main
 from specsweep.tracking import NoTracker, make_tracker
-from specsweep.tracking.config import LoggerConfig, check
+from specsweep.tracking.config import LoggerConfig
 
 
 def read_records(run_dir: Path) -> dict:
@@ -90,12 +90,23 @@ def isolated_home(tmp_path, monkeypatch):
     return home
 
 
-def test_config_check_names_field_value_and_allowed():
-    assert check(LoggerConfig(name="wandb")) == []
-    assert check(LoggerConfig(name="mlflow"))[0][:2] == ("logger.name", "mlflow")
-    problems = {p[0]: p for p in check(LoggerConfig(name="wandb", mode="onlin", project="a/b", init_timeout=0))}
-    assert problems["logger.mode"] == ("logger.mode", "onlin", "one of offline, online")
-    assert set(problems) == {"logger.mode", "logger.project", "logger.init_timeout"}
+@pytest.mark.parametrize(
+    "overrides, field, allowed",
+    [
+        (["logger.name=mlflow"], "logger.name", "one of none, wandb"),
+        (["logger.mode=onlin"], "logger.mode", "one of offline, online"),
+        (["logger.project=a/b"], "logger.project", "without '/'"),
+        (["logger.init_timeout=0"], "logger.init_timeout", "a number > 0"),
+    ],
+)
+def test_config_check_names_field_value_and_allowed(overrides, field, allowed):
+    from specsweep.config.compose import compose_config
+    from specsweep.config.validate import ConfigError, validate
+
+    validate(compose_config(["logger=wandb"]))
+    with pytest.raises(ConfigError) as info:
+        validate(compose_config(["logger=wandb", *overrides]))
+    assert info.value.field == field and allowed in str(info.value)
     assert isinstance(make_tracker(LoggerConfig(name="none")), NoTracker)
 
 

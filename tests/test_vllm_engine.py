@@ -13,7 +13,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from conftest import REPO, results_in, run_main
-from specsweep.app import build_engine, to_config
+from conftest import build_engine
+from specsweep.config.compose import to_config
 from specsweep.config.store import register_configs
 from specsweep.config.validate import validate
 from specsweep.datasets import load_prompts

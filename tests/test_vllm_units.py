@@ -8,7 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from conftest import REPO, run_main
-from specsweep.app import to_config
+from specsweep.config.compose import compose_config
 from specsweep.backends.base import AcceptanceCounts, ResolvedModels
 from specsweep.backends.vllm import config as vconfig
 from specsweep.backends.vllm import mapping, worker
@@ -19,8 +19,7 @@ register_configs()
 
 
 def composed(*overrides: str):
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        return to_config(compose("config", overrides=["backend=vllm", "model=qwen2.5-coder-0.5b", *overrides]))
+    return compose_config(["backend=vllm", "model=qwen2.5-coder-0.5b", *overrides])
 
 
 def problems(cfg) -> dict:
@@ -87,7 +86,6 @@ def test_check_names_field_value_and_allowed():
     cfg.speculation.backend_overrides = {"prompt_lookup_maxx": 3, "tensor_parallel_size": 2}
     cfg.speculation.draft_tp_size = 2
     cfg.backend.engine_overrides = {"seed": 1, "no_such_engine_arg": 1, "block_size": 32}
-    cfg.backend.dtype = "fp8"
     found = problems(cfg)
     assert "prompt_lookup_max" in found["speculation.backend_overrides.prompt_lookup_maxx"][1]
     assert "draft_tp_size" in found["speculation.backend_overrides.tensor_parallel_size"][1]
@@ -95,7 +93,8 @@ def test_check_names_field_value_and_allowed():
     assert "generation.seed" in found["backend.engine_overrides.seed"][1]
     assert "EngineArgs" in found["backend.engine_overrides.no_such_engine_arg"][1]
     assert "backend.engine_overrides.block_size" not in found
-    assert found["backend.dtype"][0] == "fp8"
+    with pytest.raises(ConfigError, match=r"^backend.dtype='fp8' is invalid: expected one of auto, bfloat16, float16, float32"):
+        composed("backend.dtype=fp8")  # a closed set: refused when the config is composed
 
 
 def test_cpu_needs_a_kv_cache_size_and_mtp_needs_k():

@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import List, NoReturn
 
 # Flags after which Hydra itself must handle the command line (help, sweeps, config printing, completion).
-HYDRA_FLAGS = ("-m", "--multirun", "-h", "--help", "--hydra-help", "-i", "--info", "-c", "--cfg", "-p", "--package",
-               "-sc", "--shell-completion", "--version", "-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir")
+HYDRA_FLAGS = (
+    "-m", "--multirun", "-h", "--help", "--hydra-help", "-i", "--info", "-c", "--cfg", "-p", "--package",
+    "-sc", "--shell-completion", "--version", "-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir",
+)
 
 
 def fail(message: str) -> NoReturn:
@@ -21,7 +23,7 @@ def print_support_matrix() -> None:
     from rich.table import Table
 
     from specsweep.backends import support_matrix
-    from specsweep.config.schema import METHODS
+    from specsweep.methods import METHODS
 
     matrix = support_matrix()
     table = Table(title="speculation.method x backend (what specsweep maps; the engine must be installed to run it)")
@@ -33,11 +35,9 @@ def print_support_matrix() -> None:
     Console().print(table)
 
 
-def precheck(conf_dir: Path, argv: List[str]) -> List[str]:
-    """Handle --support-matrix and --dry-run; compose and validate a single run so bad input fails in one line.
-
-    Returns the argv Hydra should see.
-    """
+def precheck(conf_dir: Path, argv: List[str], session) -> List[str]:
+    """Handle --support-matrix and --dry-run; compose and validate a single run so bad input fails in one line
+    before Hydra creates anything. Returns the argv Hydra should see."""
     if "--support-matrix" in argv:
         print_support_matrix()
         sys.exit(0)
@@ -46,31 +46,15 @@ def precheck(conf_dir: Path, argv: List[str]) -> List[str]:
         Path("outputs/optuna").mkdir(parents=True, exist_ok=True)  # the studies' SQLite files live here
     if any(a.split("=")[0] in HYDRA_FLAGS for a in argv):
         return argv
-    check_overrides(conf_dir, [a for a in argv if not a.startswith("hydra.") and not a.startswith("hydra/")])
+    check_overrides(conf_dir, [a for a in argv if not a.startswith(("hydra.", "hydra/"))], session)
     return argv
 
 
-def check_overrides(conf_dir: Path, overrides: List[str]) -> None:
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException, MissingConfigException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from specsweep.app import to_config
+def check_overrides(conf_dir: Path, overrides: List[str], session) -> None:
+    from specsweep.config.compose import compose_config
     from specsweep.config.validate import ConfigError, validate
 
     try:
-        with initialize_config_dir(str(conf_dir.resolve()), version_base="1.3"):
-            cfg = to_config(compose("config", overrides=overrides))
-        validate(cfg)
+        validate(compose_config(overrides, conf_dir), session)
     except ConfigError as err:
         fail(str(err))
-    except MissingConfigException as err:
-        group = (err.missing_cfg_file or "").split("/")[0]
-        options = ", ".join(sorted(o for o in (err.options or []) if not o.endswith("schema")))
-        chosen = next((o.split("=", 1)[1] for o in overrides if o.split("=")[0].lstrip("+~") == group), err.missing_cfg_file)
-        fail(f"{group}={chosen!r} is invalid: expected one of {options}" if options else str(err).splitlines()[0])
-    except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", None)
-        fail(f"{key}: {str(err).splitlines()[0]}" if key else str(err).splitlines()[0])
-    except HydraException as err:
-        fail(" ".join(str(err).split()))

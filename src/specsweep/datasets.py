@@ -11,7 +11,6 @@ from typing import List
 
 from specsweep.backends.base import Prompt
 
-DATASETS = ("builtin", "jsonl")
 
 
 class DatasetError(ValueError):

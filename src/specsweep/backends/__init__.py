@@ -1,72 +1,56 @@
-"""The backend registry: config class, supported methods, checks and engine factory per backend.
+"""The backend registry, built from the backends' declarations (`BackendConfig` subclasses).
 
-Only light modules are imported here (config and pure mapping); an engine module is imported when it is built.
+Built-in backends are listed below; a backend from another package registers itself with an entry point in the
+group `specsweep.backends` that names its declaration class (see docs/extending.md). Only the light declaration
+modules are imported here; an engine module is imported when a run builds it (`hydra.utils.get_class`).
 """
 
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass
-from typing import Any, Callable
+import functools
+from importlib.metadata import entry_points
+from typing import Any, Dict, Tuple, Type
 
-from specsweep.backends.pytorch import config as pytorch_config
-from specsweep.backends.pytorch import mapping as pytorch_mapping
-from specsweep.backends.tensorrt import config as tensorrt_config
-from specsweep.backends.tensorrt import mapping as tensorrt_mapping
-from specsweep.backends.mlx import config as mlx_config
-from specsweep.backends.mlx import mapping as mlx_mapping
-from specsweep.backends.vllm import config as vllm_config
-from specsweep.backends.vllm import mapping as vllm_mapping
+from specsweep.backends.base import Backend, BackendConfig, ResolvedModels
+from specsweep.backends.mlx.config import MlxBackendConfig
+from specsweep.backends.pytorch.config import PytorchBackendConfig
+from specsweep.backends.tensorrt.config import TensorrtBackendConfig
+from specsweep.backends.vllm.config import VllmBackendConfig
 
-
-@dataclass(frozen=True)
-class BackendEntry:
-    config_class: type
-    supported_methods: Callable[[], tuple]
-    check: Callable[[Any], list]  # cfg -> [(field, value, allowed)]
-    native_config: Callable[[Any, Any], dict]  # (cfg, ResolvedModels) -> the engine's native settings (pure)
-    engine: str  # "module:Class" of the engine, imported only when built; constructed as Class(cfg, native, models)
+BUILTIN: Tuple[Type[BackendConfig], ...] = (
+    PytorchBackendConfig,
+    VllmBackendConfig,
+    TensorrtBackendConfig,
+    MlxBackendConfig,
+)
+ENTRY_POINT_GROUP = "specsweep.backends"
 
 
-BACKENDS = {
-    "pytorch": BackendEntry(
-        config_class=pytorch_config.PytorchBackendConfig,
-        supported_methods=pytorch_config.supported_methods,
-        check=pytorch_config.check,
-        native_config=lambda cfg, models: pytorch_mapping.native_config(cfg.speculation, cfg.generation),
-        engine="specsweep.backends.pytorch.backend:PytorchBackend",
-    ),
-    "tensorrt": BackendEntry(
-        config_class=tensorrt_config.TensorrtBackendConfig,
-        supported_methods=tensorrt_config.supported_methods,
-        check=tensorrt_config.check,
-        native_config=lambda cfg, models: tensorrt_mapping.native_config(
-            cfg.speculation, cfg.generation, cfg.backend, models.target, models.draft,
-            *tensorrt_config.effective_version(cfg.backend),
-        ),
-        engine="specsweep.backends.tensorrt.backend:TensorrtBackend",
-    ),
-    "mlx": BackendEntry(
-        config_class=mlx_config.MlxBackendConfig,
-        supported_methods=mlx_config.supported_methods,
-        check=mlx_config.check,
-        native_config=lambda cfg, models: mlx_mapping.native_config(cfg.speculation, cfg.generation),
-        engine="specsweep.backends.mlx.backend:MlxBackend",
-    ),
-    "vllm": BackendEntry(
-        config_class=vllm_config.VllmBackendConfig,
-        supported_methods=vllm_config.supported_methods,
-        check=vllm_config.check,
-        native_config=vllm_mapping.native_config,
-        engine="specsweep.backends.vllm.backend:VllmBackend",
-    ),
-}
+@functools.lru_cache(maxsize=None)
+def registry() -> Dict[str, Type[BackendConfig]]:
+    """backend name -> declaration class: the built-ins, then every installed plugin."""
+    found = {cls.backend_name(): cls for cls in BUILTIN}
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        cls = point.load()
+        if not (isinstance(cls, type) and issubclass(cls, BackendConfig)):
+            raise TypeError(f"entry point {point.name} = {point.value} is not a specsweep BackendConfig subclass")
+        found[cls.backend_name()] = cls
+    return found
 
 
-def engine_class(name: str):
-    module, cls = BACKENDS[name].engine.split(":")
-    return getattr(importlib.import_module(module), cls)
+def native_config(cfg, models: ResolvedModels) -> Dict[str, Any]:
+    """The selected backend's native engine config for this run (pure; what --dry-run prints)."""
+    return cfg.backend.native_config(cfg, models)
 
 
-def support_matrix() -> dict[str, tuple]:
-    return {name: entry.supported_methods() for name, entry in BACKENDS.items()}
+def build_engine(cfg, models: ResolvedModels, session) -> Backend:
+    """Import the selected backend's engine, construct it for this run and load it."""
+    from hydra.utils import get_class
+
+    engine = get_class(type(cfg.backend).engine)(cfg, native_config(cfg, models), models, session)
+    engine.load()
+    return engine
+
+
+def support_matrix() -> Dict[str, Tuple[str, ...]]:
+    return {name: cls.supported_methods() for name, cls in registry().items()}

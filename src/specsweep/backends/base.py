@@ -1,9 +1,28 @@
-"""What every backend implements and returns. Backends generate and count; measurement lives elsewhere."""
+"""The backend contract: what a backend declares, what its engine implements, and what a generation returns.
+
+A backend is two classes:
+- its **declaration**, a `BackendConfig` subclass in `backends/<name>/config.py` (light: no engine import): the config
+  fields, the methods it runs, its cross-field checks, the pure `native_config(cfg, models)` mapping, and `engine`,
+  the dotted path of its engine class;
+- its **engine**, a `Backend` subclass in `backends/<name>/backend.py`, imported only when a run builds it.
+
+Backends generate and count; measurement, results and tracking live elsewhere and never leak in here.
+"""
 
 from __future__ import annotations
 
+import resource
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Protocol
+from typing import Any, ClassVar, Dict, List, Optional, Tuple
+
+from omegaconf import MISSING
+
+# (field, value, what is allowed): one invalid setting, reported as one line.
+Problem = Tuple[str, Any, str]
+
+# dtypes whose batched verification is not bit-exact with one-token decoding.
+NOT_BIT_EXACT = ("bfloat16", "float16")
 
 
 @dataclass
@@ -27,7 +46,7 @@ class AcceptanceCounts:
     num_drafts: int = 0
     accepted_per_position: List[int] = field(default_factory=list)
 
-    def add(self, other: "AcceptanceCounts") -> "AcceptanceCounts":
+    def add(self, other: AcceptanceCounts) -> AcceptanceCounts:
         width = max(len(self.accepted_per_position), len(other.accepted_per_position))
         per_pos = [0] * width
         for counts in (self.accepted_per_position, other.accepted_per_position):
@@ -70,19 +89,94 @@ class ResolvedModels:
     draft: Optional[str] = None
 
 
-class Backend(Protocol):
-    """An engine loaded for one (model, speculation) configuration."""
+@dataclass
+class BackendConfig:
+    """A backend's declaration. Subclass it (a dataclass) with the backend's fields and override the methods below;
+    the registry (`specsweep.backends.registry`) is built from these subclasses."""
 
-    name: str
+    engine: ClassVar[str] = ""  # dotted path of the engine (a `Backend` subclass), imported only when built
 
+    name: str = MISSING  # backend id, as chosen with `backend=<name>`
+
+    @classmethod
+    def backend_name(cls) -> str:
+        return cls.__dataclass_fields__["name"].default
+
+    @classmethod
+    def supported_methods(cls) -> Tuple[str, ...]:
+        """The speculation methods this backend maps (what the installed engine offers, where it can tell)."""
+        return ("none",)
+
+    def check(self, cfg) -> List[Problem]:
+        """Rules that involve more than one field or the installed engine (bounds are declared on the fields)."""
+        return []
+
+    def native_config(self, cfg, models: ResolvedModels) -> Dict[str, Any]:
+        """The engine's own configuration for this run, as plain data (what --dry-run prints). Pure: no I/O."""
+        raise NotImplementedError
+
+
+def encode_prompt(tokenizer, text: str, chat_template: bool) -> List[int]:
+    """Token ids of one user turn: through the tokenizer's chat template when asked and present, else plain text."""
+    if chat_template and getattr(tokenizer, "chat_template", None):
+        encoded = tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True, return_dict=True
+        )
+        return list(encoded["input_ids"])
+    return list(tokenizer.encode(text))
+
+
+class Backend(ABC):
+    """An engine loaded for one (model, speculation) configuration.
+
+    `generate` is one timed unit; the runner brackets it with `synchronize()` so a window ends when the device does.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, cfg, native: Dict[str, Any], models: ResolvedModels, session):
+        self.backend = cfg.backend  # this backend's own settings (its BackendConfig subclass)
+        self.generation = cfg.generation
+        self.method = cfg.speculation.method
+        self.native = native
+        self.models = models
+        self.session = session  # specsweep.session.Session: where state that outlives the job is kept
+        self.tokenizer: Any = None
+
+    @abstractmethod
     def load(self) -> None: ...
 
+    @abstractmethod
     def generate(self, prompts: List[Prompt]) -> List[Generation]:
         """Generate for a batch of prompts (one call = one timed unit)."""
-        ...
 
+    @abstractmethod
     def environment(self) -> Dict[str, Any]:
         """Engine facts worth recording (versions, device, threads, dtype)."""
-        ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release what this engine holds for this job (kept state stays in the session)."""
+
+    def encode(self, prompt: Prompt) -> List[int]:
+        return encode_prompt(self.tokenizer, prompt.text, self.generation.chat_template)
+
+    def synchronize(self) -> None:
+        """Wait until the device has finished queued work (a no-op where generate() already blocks)."""
+
+    def peak_memory(self) -> Dict[str, Any]:
+        """Peak memory and where it was read; engines that know their device memory override this."""
+        return {
+            "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_memory_source": "process peak RSS since start (includes every model loaded in this process)",
+            "peak_memory_per_device_mb": None,
+        }
+
+    def lossless_note(self) -> Optional[str]:
+        """Why greedy outputs may legitimately differ from the baseline's (None when they must match)."""
+        dtype = getattr(self.backend, "dtype", None)
+        if str(dtype) in NOT_BIT_EXACT:
+            return (
+                f"{dtype} is not bit-exact between batched verification and one-token decoding: "
+                "greedy outputs may diverge from the baseline; float32 matches exactly"
+            )
+        return None

@@ -1,56 +1,60 @@
-"""The experiment config: one typed dataclass tree, composed by Hydra from the `conf/` groups."""
+"""The experiment config: one typed dataclass tree, composed by Hydra from the `conf/` groups.
+
+Defaults live here and only here: a yaml file in `conf/` sets what differs from them. Closed sets are enums (a bad
+value fails when the config is composed), ranges are declared on the field with `bounded`, and rules that span
+several fields are each config's `check()`. `config.validate` runs them all, once per run.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
+from specsweep.backends.base import BackendConfig, Problem
+from specsweep.config.fields import bounded
 from specsweep.energy.config import EnergyConfig
+from specsweep.methods import METHOD_TABLE, Method, method_spec
 from specsweep.tracking.config import LoggerConfig
 
-METHODS = (
-    "none",
-    "draft_model",
-    "ngram",
-    "eagle",
-    "eagle3",
-    "medusa",
-    "mlp_speculator",
-    "suffix",
-    "mtp",
-    "lookahead",
-    "ngram_gpu",
-    "dflash",
-    "dspark",
-)
-# Methods whose proposer is a separate set of weights (a draft LM or a head) named by `draft_model`.
-METHODS_WITH_DRAFT = ("draft_model", "eagle", "eagle3", "medusa", "mlp_speculator", "dflash")
-# Methods that may take proposer weights but fall back to the target's own (DSpark defaults to the target).
-METHODS_WITH_OPTIONAL_DRAFT = ("dspark",)
-# Prompt-lookup methods, the ones with an n-gram window.
-NGRAM_METHODS = ("ngram", "ngram_gpu")
-
-
-@dataclass
-class BackendConfig:
-    """Fields every backend has; each backend extends it in `backends/<name>/config.py`."""
-
-    name: str = MISSING  # backend id: pytorch | vllm | tensorrt | mlx
+MAX_SPECULATIVE_TOKENS = 64
+NGRAM_METHODS = tuple(m.name for m in METHOD_TABLE.values() if m.ngram_window)
+SPECULATION_FIELDS = ("num_speculative_tokens", "draft_model", "ngram_min", "ngram_max", "draft_tp_size")
 
 
 @dataclass
 class SpeculationConfig:
     """Unified speculative-decoding settings, mapped onto each backend's native API."""
 
-    method: str = "none"  # one of METHODS
-    num_speculative_tokens: Optional[int] = None  # k: tokens proposed per verification step
+    method: Method = Method.none  # one of specsweep.methods.METHOD_TABLE
+    num_speculative_tokens: Optional[int] = bounded(None, ge=1, le=MAX_SPECULATIVE_TOKENS)  # k per verification step
     draft_model: Optional[str] = None  # draft LM or head (path, hub id, packaged:<name>); None: the model entry's
-    ngram_min: Optional[int] = None  # smallest prompt n-gram matched (ngram); None: backend default
-    ngram_max: Optional[int] = None  # largest prompt n-gram matched (ngram); None: backend default
-    draft_tp_size: Optional[int] = None  # tensor-parallel degree of the draft; None: the target's
+    ngram_min: Optional[int] = bounded(None, ge=1, null="the backend's default")  # smallest prompt n-gram matched
+    ngram_max: Optional[int] = bounded(None, ge=1, null="the backend's default")  # largest prompt n-gram matched
+    draft_tp_size: Optional[int] = bounded(None, ge=1, null="the target's")  # tensor-parallel degree of the draft
     backend_overrides: Dict[str, Any] = field(default_factory=dict)  # merged verbatim into the native config
+
+    def check(self, cfg) -> List[Problem]:
+        """Which fields a method takes, k where the method needs one, and a valid n-gram window."""
+        spec = method_spec(self.method)
+        if spec.name == "none":
+            return [(f"speculation.{n}", getattr(self, n), "null when speculation.method=none")
+                    for n in SPECULATION_FIELDS if getattr(self, n) is not None]
+        problems = []
+        if self.num_speculative_tokens is None and not spec.k_optional:
+            problems.append(("speculation.num_speculative_tokens", None, f"an integer in [1, {MAX_SPECULATIVE_TOKENS}]"))
+        if not spec.ngram_window:
+            allowed = f"null unless speculation.method is one of {', '.join(NGRAM_METHODS)}"
+            problems += [(f"speculation.{n}", getattr(self, n), allowed)
+                         for n in ("ngram_min", "ngram_max") if getattr(self, n) is not None]
+        elif self.ngram_min is not None and self.ngram_max is not None and self.ngram_min > self.ngram_max:
+            problems.append(("speculation.ngram_min", self.ngram_min, f"<= speculation.ngram_max ({self.ngram_max})"))
+        if self.draft_model is not None and not spec.takes_weights:
+            problems.append(("speculation.draft_model", self.draft_model,
+                             f"null for method={spec.name} (it takes no draft weights)"))
+        return problems
 
 
 @dataclass
@@ -63,39 +67,59 @@ class ModelConfig:
     heads: Dict[str, str] = field(default_factory=dict)  # method -> head weights (eagle, eagle3, medusa, ...)
 
 
+class DatasetName(str, Enum):
+    builtin = "builtin"  # the shipped prompt mix
+    jsonl = "jsonl"  # a local file
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass
 class DatasetConfig:
     """Which prompts to generate from."""
 
-    name: str = "builtin"  # builtin (shipped prompt set) | jsonl (a local file)
+    name: DatasetName = DatasetName.builtin  # builtin (shipped prompt set) | jsonl (a local file)
     path: Optional[str] = None  # jsonl only: {"prompt", "category"} lines or Spec-Bench question.jsonl
-    num_prompts: Optional[int] = None  # sample size drawn with `seed`; None: every prompt
+    num_prompts: Optional[int] = bounded(7, ge=1, null="all prompts")  # sample size drawn with `seed`
     seed: int = 0  # sampling seed
     categories: List[str] = field(default_factory=list)  # keep only these categories; empty: all
+
+    def check(self, cfg) -> List[Problem]:
+        from pathlib import Path
+
+        if self.name != DatasetName.jsonl:
+            return []
+        if not self.path:
+            return [("dataset.path", self.path, "a path to a .jsonl file for dataset=jsonl")]
+        if not Path(self.path).expanduser().is_file():
+            return [("dataset.path", self.path, "an existing .jsonl file")]
+        return []
 
 
 @dataclass
 class GenerationConfig:
     """How each prompt is decoded."""
 
-    max_new_tokens: int = 64  # tokens generated per prompt
-    temperature: float = 0.0  # 0: greedy (lossless check applies); > 0: sampling
-    top_p: float = 1.0  # nucleus sampling mass, used when temperature > 0
+    max_new_tokens: int = bounded(64, ge=1)  # tokens generated per prompt
+    temperature: float = bounded(0.0, ge=0)  # 0: greedy (lossless check applies); > 0: sampling
+    top_p: float = bounded(1.0, gt=0, le=1)  # nucleus sampling mass, used when temperature > 0
     seed: int = 0  # sampling seed
     chat_template: bool = True  # wrap prompts in the tokenizer's chat template
-    batch_size: int = 1  # prompts per generate call (speculation's benefit falls as it grows)
+    batch_size: int = bounded(1, ge=1)  # prompts per generate call (speculation's benefit falls as it grows)
 
 
 @dataclass
 class MeasurementConfig:
     """How runs are timed and compared."""
 
-    warmup: int = 1  # unmeasured generations per engine before timing
-    repetitions: int = 3  # measured passes over the prompt set
+    warmup: int = bounded(1, ge=0)  # unmeasured generations per engine before timing
+    repetitions: int = bounded(2, ge=1)  # measured passes over the prompt set
     baseline: bool = True  # also time a no-speculation run on the same prompts (for speedup)
     lossless_check: bool = True  # compare speculative greedy output with the baseline's
-    confidence: float = 0.95  # level of the reported intervals
-    objective: List[str] = field(default_factory=lambda: ["metrics.tokens_per_s"])  # result paths returned
+    confidence: float = bounded(0.95, gt=0, lt=1)  # level of the reported intervals
+    # result paths returned to the sweeper (one: a float; several: a tuple), e.g. metrics.tokens_per_s
+    objective: List[str] = bounded(factory=lambda: ["metrics.tokens_per_s"], min_items=1)
 
 
 @dataclass

@@ -59,16 +59,17 @@ class NoEnergyMeter:
         pass
 
 
-# Idle power measured earlier in this process (a Hydra basic-launcher sweep), by energy config.
-_idle_cache: Dict[str, Dict[str, Any]] = {}
+# Session slot: idle power measured earlier in this process (a Hydra basic-launcher sweep), by energy config.
+IDLE_POWER = "energy.idle_power"
 IDLE_KEY = "specsweep-idle"
 
 
-def idle_baseline(meter: EnergyMeter, cfg: EnergyConfig) -> Dict[str, Any]:
+def idle_baseline(meter: EnergyMeter, cfg: EnergyConfig, session) -> Dict[str, Any]:
     """Idle watts per device over `cfg.idle_seconds` of sleep, measured once per process and energy config."""
-    key = json.dumps(asdict(cfg), sort_keys=True)
-    if key in _idle_cache:
-        return {**_idle_cache[key], "source": "cached: measured earlier in this process with the same energy config"}
+    key = json.dumps(asdict(cfg), sort_keys=True, default=str)
+    cached = session.slot(IDLE_POWER, capacity=4)
+    if key in cached:
+        return {**cached.get(key), "source": "cached: measured earlier in this process with the same energy config"}
     meter.begin(IDLE_KEY)
     time.sleep(cfg.idle_seconds)
     reading = meter.end(IDLE_KEY)
@@ -80,11 +81,11 @@ def idle_baseline(meter: EnergyMeter, cfg: EnergyConfig) -> Dict[str, Any]:
             "seconds": reading.seconds,
             "estimated": reading.estimated,
         }
-    _idle_cache[key] = idle
+    cached.put(key, idle)
     return {**idle, "source": "measured in this job before loading any model"}
 
 
-def make_meter(cfg: EnergyConfig) -> EnergyMeter:
+def make_meter(cfg: EnergyConfig, session) -> EnergyMeter:
     if cfg.meter == "none":
         return NoEnergyMeter()
     if cfg.meter == "zeus":
@@ -98,7 +99,7 @@ def make_meter(cfg: EnergyConfig) -> EnergyMeter:
     else:
         raise ValueError(f"energy.meter={cfg.meter!r} is invalid: expected one of none, zeus, codecarbon")
     if cfg.idle_seconds > 0:
-        meter.context["idle"] = idle_baseline(meter, cfg)
+        meter.context["idle"] = idle_baseline(meter, cfg, session)
     return meter
 
 

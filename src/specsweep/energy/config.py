@@ -3,41 +3,52 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional, Tuple
 
-METERS = ("none", "zeus", "codecarbon")
-TRACKING_MODES = ("process", "machine")
+from specsweep.config.fields import bounded
+
+
+class Meter(str, Enum):
+    none = "none"  # no energy measurement (recorded as unavailable, with the reason)
+    zeus = "zeus"  # hardware counters: NVML, amdsmi, RAPL
+    codecarbon = "codecarbon"  # an estimate where no counter exists (labelled estimated)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class TrackingMode(str, Enum):
+    process = "process"
+    machine = "machine"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+METERS = tuple(m.value for m in Meter)
 
 
 @dataclass
 class EnergyConfig:
     """Which energy meter wraps each measured generation."""
 
-    meter: str = "none"  # one of METERS: zeus (hardware counters) | codecarbon (estimate) | none
-    gpu_indices: Optional[List[int]] = None  # zeus: GPUs to read (after CUDA_VISIBLE_DEVICES); None: all found; []: none
-    cpu_indices: Optional[List[int]] = None  # zeus: RAPL packages to read; None: all found; []: none
-    approx_instant_energy: bool = True  # zeus: a GPU window shorter than NVML's ~0.1 s counter update = instant power x duration
-    rapl_dir: Optional[str] = None  # zeus: powercap root holding intel-rapl:N; None: Zeus' default (advanced: remapped sysfs, tests)
-    tracking_mode: str = "process"  # codecarbon: process (this process and its children) | machine
-    idle_seconds: float = 0.0  # measure idle power this long (once per process) and also report idle-corrected energy; 0: off
+    meter: Meter = Meter.none  # zeus (hardware counters) | codecarbon (estimate) | none
+    # zeus: GPUs to read (after CUDA_VISIBLE_DEVICES); None: all found; []: none
+    gpu_indices: Optional[List[int]] = bounded(None, ge=0, each=True, null="all found ([] for none)")
+    # zeus: RAPL packages to read; None: all found; []: none
+    cpu_indices: Optional[List[int]] = bounded(None, ge=0, each=True, null="all found ([] for none)")
+    approx_instant_energy: bool = True  # zeus: a GPU window shorter than NVML's ~0.1 s update = instant power x time
+    rapl_dir: Optional[str] = None  # zeus: powercap root holding intel-rapl:N; None: Zeus' default (remapped sysfs, tests)
+    tracking_mode: TrackingMode = TrackingMode.process  # codecarbon: process (this process and children) | machine
+    idle_seconds: float = bounded(0.0, ge=0)  # measure idle power this long (once per process) and report idle-corrected energy; 0: off
 
-
-def check(cfg: EnergyConfig) -> List[tuple]:
-    """(field, value, allowed) for every invalid energy setting; nothing is imported or measured."""
-    if cfg.meter not in METERS:
-        return [("energy.meter", cfg.meter, f"one of {', '.join(METERS)}")]
-    problems = []
-    for name in ("gpu_indices", "cpu_indices"):
-        indices = getattr(cfg, name)
-        if indices is not None and any(i < 0 for i in indices):
-            problems.append((f"energy.{name}", list(indices), "a list of device indices >= 0, [] for none, or null for all"))
-    if cfg.rapl_dir is not None and not Path(cfg.rapl_dir).is_dir():
-        problems.append(("energy.rapl_dir", cfg.rapl_dir, "an existing powercap directory (holding intel-rapl:N) or null"))
-    if cfg.tracking_mode not in TRACKING_MODES:
-        problems.append(("energy.tracking_mode", cfg.tracking_mode, f"one of {', '.join(TRACKING_MODES)}"))
-    if cfg.idle_seconds < 0:
-        problems.append(("energy.idle_seconds", cfg.idle_seconds, "a number of seconds >= 0 (0 = no idle baseline)"))
-    elif cfg.idle_seconds > 0 and cfg.meter == "none":
-        problems.append(("energy.idle_seconds", cfg.idle_seconds, "0 when energy.meter=none (nothing measures idle power)"))
-    return problems
+    def check(self, cfg: Any = None) -> List[Tuple[str, Any, str]]:
+        """Rules beyond the declared bounds; nothing is imported or measured."""
+        problems = []
+        if self.rapl_dir is not None and not Path(self.rapl_dir).is_dir():
+            problems.append(("energy.rapl_dir", self.rapl_dir, "an existing powercap directory (holding intel-rapl:N) or null"))
+        if self.idle_seconds > 0 and self.meter == Meter.none:
+            problems.append(("energy.idle_seconds", self.idle_seconds, "0 when energy.meter=none (nothing measures idle power)"))
+        return problems

@@ -6,11 +6,10 @@ import copy
 import hashlib
 import json
 import logging
-import resource
 import time
 from dataclasses import asdict, dataclass, field
 from statistics import median
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -66,16 +65,15 @@ def measure_phase(engine, prompts: List[Prompt], cfg, meter: EnergyMeter, label:
         engine.generate(batches[0])
         progress.advance(task)
     phase = Phase(label)
-    sync = getattr(engine, "synchronize", None) or (lambda: None)  # optional: wait for the device at window edges
     for rep in range(cfg.measurement.repetitions):
         progress.update(task, description=f"{label}: repetition {rep + 1}/{cfg.measurement.repetitions}")
         outputs: List[Generation] = []
         for chunk in batches:
-            sync()
+            engine.synchronize()  # a window starts and ends when the device is idle
             meter.begin(label)
             start = time.perf_counter()
             outputs.extend(engine.generate(chunk))
-            sync()
+            engine.synchronize()
             phase.batch_walls.append(time.perf_counter() - start)
             phase.energy.append(meter.end(label))
             progress.advance(task)
@@ -97,12 +95,10 @@ def baseline_key(cfg) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-# Baselines measured earlier in this process (a Hydra basic-launcher sweep), by baseline_key.
-_baselines: Dict[str, Phase] = {}
-
-
-# The measured draft/target cost ratio c, by (baseline key, method, draft): the draft is timed once per sweep.
-_cost_ratios: Dict[tuple, Dict[str, Any]] = {}
+# Session slots: the last baseline measured in this process (by baseline_key), and the measured draft/target cost
+# ratio c (by baseline key, method and draft): a sweep measures each once.
+BASELINES = "runner.baselines"
+COST_RATIOS = "runner.cost_ratios"
 
 
 def baseline_config(cfg):
@@ -115,18 +111,7 @@ def baseline_config(cfg):
     return base
 
 
-def _peak_memory(engines) -> Dict[str, Any]:
-    for engine in engines:
-        reported = getattr(engine, "peak_memory", lambda: None)()
-        if reported:
-            return reported
-    return {
-        "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "peak_memory_source": "process peak RSS since start (includes every model loaded in this process)",
-    }
-
-
-def summarize(cfg, prompts: List[Prompt], spec: Phase, base: Optional[Phase]) -> Dict[str, Any]:
+def summarize(cfg, prompts: List[Prompt], spec: Phase, base: Optional[Phase], lossless_note: Optional[str] = None) -> Dict[str, Any]:
     conf = cfg.measurement.confidence
     spec_gens = spec.all()
     acceptance = spec.acceptance()
@@ -196,61 +181,66 @@ def summarize(cfg, prompts: List[Prompt], spec: Phase, base: Optional[Phase]) ->
             "prompts": len(lossless_rows),
             "mismatches": [{"id": r["id"], "first_mismatch": r["first_mismatch"]} for r in lossless_rows if r["first_mismatch"] is not None],
         }
-        if cfg.backend.name == "pytorch" and getattr(cfg.backend, "dtype", "float32") != "float32":
-            lossless["note"] = (
-                f"{cfg.backend.dtype} is not bit-exact between batched verification and one-token decoding: "
-                "greedy outputs may diverge from the baseline; float32 matches exactly"
-            )
+        if lossless_note:
+            lossless["note"] = lossless_note
     return {"metrics": m, "stats": stats, "per_prompt": per_prompt, "lossless": lossless,
             "energy": energy_section(spec, base, acceptance.accepted if acceptance else None)}
 
 
-def run(cfg, prompts: List[Prompt], build_engine, meter: EnergyMeter) -> Dict[str, Any]:
+def _baseline_phase(cfg, prompts, build_engine, meter, progress, session, timing) -> Tuple[Optional[Phase], Dict[str, Any]]:
+    """The no-speculation phase this job is paired with: reused from the session when its key matches, else measured."""
+    if cfg.speculation.method == "none" or not cfg.measurement.baseline:
+        return None, {"measured": False, "measured_in_job": False}
+    key = baseline_key(cfg)
+    baselines = session.slot(BASELINES, capacity=1)
+    phase = baselines.get(key)
+    if phase is not None:
+        return phase, {"measured": True, "measured_in_job": False, "key": key,
+                       "source": "reused: measured earlier in this process with the same key"}
+    start = time.perf_counter()
+    engine = build_engine(baseline_config(cfg))
+    timing["baseline_load_s"] = time.perf_counter() - start
+    try:
+        phase = measure_phase(engine, prompts, cfg, meter, "baseline", progress)
+    finally:
+        engine.close()
+    baselines.put(key, phase)
+    return phase, {"measured": True, "measured_in_job": True, "key": key, "source": "measured in this job"}
+
+
+def _cost_ratio(cfg, prompts, build_engine, base_phase: Optional[Phase], session, timing) -> Dict[str, Any]:
+    """The draft/target cost ratio c for the theory section, measured once per (baseline key, method, draft)."""
+    key = (baseline_key(cfg), cfg.speculation.method, draft_reference(cfg))
+    def measure() -> Dict[str, Any]:
+        tpots = [t for g in base_phase.all() if (t := metrics.tpot_s(g)) is not None] if base_phase else []
+        start = time.perf_counter()
+        cost = theory.measure_cost_ratio(cfg, prompts, build_engine, baseline_config(cfg), median(tpots or [0.0]) if base_phase else None)
+        timing["cost_ratio_s"] = time.perf_counter() - start
+        return cost
+    return session.slot(COST_RATIOS, capacity=1).get_or_create(key, measure)
+
+
+def run(cfg, prompts: List[Prompt], build_engine, meter: EnergyMeter, session) -> Dict[str, Any]:
     """build_engine(cfg) -> a loaded Backend. Returns the measured sections of result.json."""
     speculative = cfg.speculation.method != "none"
+    timing: Dict[str, float] = {}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as progress:
-        timing: Dict[str, float] = {}
-        base_phase: Optional[Phase] = None
-        baseline_info: Dict[str, Any] = {"measured": False}
-        engines = []
-        if speculative and cfg.measurement.baseline:
-            key = baseline_key(cfg)
-            base_phase = _baselines.get(key)
-            if base_phase is None:
-                start = time.perf_counter()
-                base_engine = build_engine(baseline_config(cfg))
-                timing["baseline_load_s"] = time.perf_counter() - start
-                base_phase = measure_phase(base_engine, prompts, cfg, meter, "baseline", progress)
-                base_engine.close()
-                _baselines.clear()
-                _baselines[key] = base_phase
-                baseline_info = {"measured": True, "source": "measured in this job", "key": key}
-            else:
-                baseline_info = {"measured": True, "source": "reused: measured earlier in this process with the same key", "key": key}
+        base_phase, baseline_info = _baseline_phase(cfg, prompts, build_engine, meter, progress, session, timing)
         start = time.perf_counter()
         engine = build_engine(cfg)
         timing["load_s"] = time.perf_counter() - start
-        engines.append(engine)
-        spec_phase = measure_phase(engine, prompts, cfg, meter, "speculative" if speculative else "no speculation", progress)
-        if not speculative:  # a no-speculation job is itself the baseline of later jobs with the same key
-            _baselines.clear()
-            _baselines[baseline_key(cfg)] = spec_phase
-    out = summarize(cfg, prompts, spec_phase, base_phase)
-    out["metrics"].update(_peak_memory(engines))
+        try:
+            spec_phase = measure_phase(engine, prompts, cfg, meter, "speculative" if speculative else "no speculation", progress)
+            out = summarize(cfg, prompts, spec_phase, base_phase, engine.lossless_note())
+            out["metrics"].update(engine.peak_memory())
+            out["environment"] = engine.environment()
+        finally:
+            engine.close()
+    if not speculative:  # a no-speculation job is itself the baseline of later jobs with the same key
+        session.slot(BASELINES, capacity=1).put(baseline_key(cfg), spec_phase)
     out["baseline"] = baseline_info
-    timing["generation_s"] = spec_phase.seconds + (base_phase.seconds if baseline_info.get("source") == "measured in this job" else 0.0)
+    timing["generation_s"] = spec_phase.seconds + (base_phase.seconds if baseline_info["measured_in_job"] else 0.0)
     out["timing"] = timing
-    out["environment"] = engine.environment()
-    engine.close()
-    cost: Dict[str, Any] = {}
-    if speculative:
-        cost_key = (baseline_key(cfg), cfg.speculation.method, draft_reference(cfg))
-        if cost_key not in _cost_ratios:
-            target_tpot = median([t for g in base_phase.all() if (t := metrics.tpot_s(g)) is not None] or [0.0]) if base_phase else None
-            start = time.perf_counter()
-            _cost_ratios.clear()
-            _cost_ratios[cost_key] = theory.measure_cost_ratio(cfg, prompts, build_engine, baseline_config(cfg), target_tpot)
-            timing["cost_ratio_s"] = time.perf_counter() - start
-        cost = _cost_ratios[cost_key]
+    cost = _cost_ratio(cfg, prompts, build_engine, base_phase, session, timing) if speculative else {}
     out["theory"] = theory.section(cfg.speculation.method, cfg.speculation.num_speculative_tokens, out["metrics"], cost)
     return out

@@ -7,18 +7,18 @@ from pathlib import Path
 from typing import Optional
 
 from specsweep.backends.base import ResolvedModels
-from specsweep.config.schema import METHODS_WITH_DRAFT, METHODS_WITH_OPTIONAL_DRAFT
+from specsweep.methods import method_spec
 from specsweep.models import packaged
 
 
 def draft_reference(cfg) -> Optional[str]:
     """The proposer weights a run uses: speculation.draft_model, else the model entry's recommendation."""
-    method = cfg.speculation.method
-    if method not in METHODS_WITH_DRAFT + METHODS_WITH_OPTIONAL_DRAFT:
+    spec = method_spec(cfg.speculation.method)
+    if not spec.takes_weights:
         return None
     if cfg.speculation.draft_model:
         return cfg.speculation.draft_model
-    return cfg.model.draft if method == "draft_model" else cfg.model.heads.get(method)
+    return cfg.model.draft if spec.proposer == "draft" else cfg.model.heads.get(spec.name)
 
 
 def _looks_like_path(ref: str) -> bool:

@@ -1,4 +1,4 @@
-"""The local results store: an atomic result.json per run, and JSONL tables one summary row per job."""
+"""The local results store: an atomic result.json per run, and JSONL tables of one summary row per job."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import math
 import os
 import tempfile
 from dataclasses import asdict
+from enum import Enum
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional
 
@@ -23,14 +24,16 @@ def config_hash(cfg) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _clean(value):
-    """JSON has no NaN: unknown numbers are null."""
+def clean(value):
+    """JSON has no NaN: unknown numbers are null. Enum members become their plain values."""
+    if isinstance(value, Enum):
+        return value.value
     if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
         return None
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [clean(v) for v in value]
     return value
 
 
@@ -40,24 +43,11 @@ def write_result(run_dir: Path, result: Dict[str, Any]) -> Path:
     path = run_dir / RESULT_FILE
     fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".result.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
-        json.dump(_clean(result), f, indent=2, default=str)
+        json.dump(clean(result), f, indent=2, default=str)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
     return path
-
-
-def summary_row(result: Dict[str, Any], run_dir: Path) -> Dict[str, Any]:
-    keys = ("status", "error", "config_hash", "backend", "method", "k", "ngram_min", "ngram_max", "model", "dataset", "overrides")
-    row = {k: result.get(k) for k in keys}
-    row["run_dir"] = str(run_dir)
-    row["metrics"] = result.get("metrics") or {}
-    energy = result.get("energy") or {}
-    row["energy"] = {k: energy.get(k) for k in ("joules", "joules_per_token", "joules_per_accepted_token", "energy_ratio", "source", "estimated", "unavailable_reason")}
-    row["stats"] = {k: v for k, v in (result.get("stats") or {}).items() if k in ("speedup", "tokens_per_s")}
-    row["theory"] = result.get("theory")
-    row["finished_at"] = result.get("finished_at")
-    return _clean(row)
 
 
 def append_row(table: Path, row: Dict[str, Any]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import mlx.core as mx
 import mlx_lm
@@ -12,64 +12,45 @@ from mlx_lm import load as mlx_load
 from mlx_lm import stream_generate
 from mlx_lm.sample_utils import make_sampler
 
-from specsweep.backends.base import Generation, Prompt, ResolvedModels
+from specsweep.backends.base import Backend, Generation, Prompt, ResolvedModels
 from specsweep.backends.mlx.mapping import acceptance_from_flags
 
-# Models stay loaded from job to job in one process (a basic-launcher sweep), keyed by (path, dtype).
-_loaded: Dict[Tuple[str, Optional[str]], Any] = {}
+# Session slot: models stay loaded from job to job in one process (a basic-launcher sweep); a target and its draft fit.
+MODELS = "mlx.models"
 
 
 def _load(path: str, dtype: Optional[str]):
-    key = (path, dtype)
-    if key not in _loaded:
-        model, tokenizer = mlx_load(path)
-        if dtype is not None:
-            model.set_dtype(getattr(mx, dtype))
-        _loaded[key] = (model, tokenizer)
-    return _loaded[key]
+    model, tokenizer = mlx_load(path)
+    if dtype is not None:
+        model.set_dtype(getattr(mx, dtype))
+    return model, tokenizer
 
 
-def release_all_except(keep: set) -> None:
-    for key in [k for k in _loaded if k not in keep]:
-        del _loaded[key]
-    mx.clear_cache()
-
-
-class MlxBackend:
+class MlxBackend(Backend):
     name = "mlx"
 
-    def __init__(self, cfg, native: Dict[str, Any], models: ResolvedModels):
-        self.cfg = cfg.backend
-        self.generation = cfg.generation
-        self.method = cfg.speculation.method
-        self.native = native
-        self.models = models
-        self.model = self.draft = self.tokenizer = None
+    def __init__(self, cfg, native: Dict[str, Any], models: ResolvedModels, session):
+        super().__init__(cfg, native, models, session)
+        self.model = self.draft = None
+
+    def _model(self, path: str):
+        dtype = None if self.backend.dtype is None else str(self.backend.dtype)
+        slot = self.session.slot(MODELS, capacity=2, close=lambda _: mx.clear_cache())
+        return slot.get_or_create((path, dtype), lambda: _load(path, dtype))
 
     def load(self) -> None:
-        if self.cfg.device is not None:
-            mx.set_default_device(getattr(mx, self.cfg.device))
-        keep = {(self.models.target, self.cfg.dtype)}
+        if self.backend.device is not None:
+            mx.set_default_device(getattr(mx, str(self.backend.device)))
+        self.model, self.tokenizer = self._model(self.models.target)
         if self.method == "draft_model":
-            keep.add((self.models.draft, self.cfg.dtype))
-            release_all_except(keep)
-        self.model, self.tokenizer = _load(self.models.target, self.cfg.dtype)
-        if self.method == "draft_model":
-            self.draft, _ = _load(self.models.draft, self.cfg.dtype)
+            self.draft, _ = self._model(self.models.draft)
         mx.reset_peak_memory()
-
-    def _encode(self, prompt: Prompt) -> List[int]:
-        if self.generation.chat_template and self.tokenizer.chat_template:
-            return list(self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt.text}], add_generation_prompt=True, tokenize=True
-            ))
-        return self.tokenizer.encode(prompt.text)
 
     def generate(self, prompts: List[Prompt]) -> List[Generation]:
         return [self._generate_one(p) for p in prompts]
 
     def _generate_one(self, prompt: Prompt) -> Generation:
-        ids = self._encode(prompt)
+        ids = self.encode(prompt)
         kwargs = dict(self.native["stream_generate"])
         if self.draft is None:
             kwargs.pop("num_draft_tokens", None)
@@ -102,6 +83,7 @@ class MlxBackend:
         return {
             "peak_memory_mb": mx.get_peak_memory() / 2**20,
             "peak_memory_source": "mlx.core.get_peak_memory() since this engine loaded (mlx allocations only)",
+            "peak_memory_per_device_mb": {str(mx.default_device()): mx.get_peak_memory() / 2**20},
         }
 
     def environment(self) -> Dict[str, Any]:
@@ -110,7 +92,7 @@ class MlxBackend:
             "mlx_lm": mlx_lm.__version__,
             "mlx": mx.__version__,
             "device": str(mx.default_device()),
-            "dtype": self.cfg.dtype or "checkpoint",
+            "dtype": str(self.backend.dtype) if self.backend.dtype else "checkpoint",
             "machine": platform.machine(),
         }
 

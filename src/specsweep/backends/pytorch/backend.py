@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import platform
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import psutil
 import torch
@@ -13,27 +12,17 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.generation.streamers import BaseStreamer
 
-from specsweep.backends.base import AcceptanceCounts, Generation, Prompt, ResolvedModels
+from specsweep.backends.base import AcceptanceCounts, Backend, Generation, Prompt, ResolvedModels
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
-# Loaded weights survive from job to job in one process (Hydra's basic launcher runs a sweep in one process),
-# so a sweep over speculation settings loads each model once. Keyed by (path, dtype, device).
-_loaded: Dict[Tuple[str, str, str], Any] = {}
-_load_counts: Dict[Tuple[str, str, str], int] = {}
+# Session slots: loaded weights and tokenizers survive from job to job in one process (Hydra's basic launcher runs a
+# sweep in one process), so a sweep over speculation settings loads each model once. A target and its draft fit.
+MODELS = "pytorch.models"
+TOKENIZERS = "pytorch.tokenizers"
 
 
-def _load(path: str, dtype: str, device: str):
-    key = (path, dtype, device)
-    if key not in _loaded:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=_DTYPES[dtype]).to(device).eval()
-        _instrument(model)
-        _loaded[key] = model
-        _load_counts[key] = _load_counts.get(key, 0) + 1
-    return _loaded[key]
-
-
-def _return_freed_memory() -> None:
+def _return_freed_memory(_evicted=None) -> None:
     """Hand freed heap pages back to the OS (glibc keeps them otherwise), so RSS tracks what a sweep really holds."""
     import ctypes
     import gc
@@ -43,25 +32,20 @@ def _return_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
         pass
-
-
-@functools.lru_cache(maxsize=4)
-def _tokenizer(path: str):
-    return AutoTokenizer.from_pretrained(path)
-
-
-def release_all_except(keep: set) -> None:
-    """Drop cached models a new job does not need, so memory does not grow across a sweep."""
-    for key in [k for k in _loaded if k not in keep]:
-        del _loaded[key]
-    _return_freed_memory()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
 
-def load_counts() -> Dict[str, int]:
+def _load_model(path: str, dtype: str, device: str):
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=_DTYPES[dtype]).to(device).eval()
+    _instrument(model)
+    return model
+
+
+def load_counts(session) -> Dict[str, int]:
     """How many times each model was loaded in this process (sweep-efficiency benchmark)."""
-    return {f"{path} [{dtype}, {device}]": n for (path, dtype, device), n in _load_counts.items()}
+    created = session.slot(MODELS, capacity=2, close=_return_freed_memory).created
+    return {f"{path} [{dtype}, {device}]": n for (path, dtype, device), n in created.items()}
 
 
 def _instrument(model) -> None:
@@ -111,63 +95,54 @@ class _FirstTokenTimer(BaseStreamer):
         pass
 
 
-class PytorchBackend:
+class PytorchBackend(Backend):
     name = "pytorch"
 
-    def __init__(self, cfg, native: Dict[str, Any], models: ResolvedModels):
-        self.cfg = cfg.backend
-        self.generation = cfg.generation
-        self.method = cfg.speculation.method
-        self.native = native
-        self.models = models
+    def __init__(self, cfg, native: Dict[str, Any], models: ResolvedModels, session):
+        super().__init__(cfg, native, models, session)
+        self.device = self.backend.device
         self.model = None
         self.assistant = None
-        self.tokenizer = None
 
-    def model_keys(self) -> set:
-        keys = {(self.models.target, self.cfg.dtype, self.cfg.device)}
-        if self.method == "draft_model":
-            keys.add((self.models.draft, self.cfg.dtype, self.cfg.device))
-        return keys
+    def _model(self, path: str):
+        key = (path, str(self.backend.dtype), self.device)
+        models = self.session.slot(MODELS, capacity=2, close=_return_freed_memory)
+        return models.get_or_create(key, lambda: _load_model(path, str(self.backend.dtype), self.device))
 
     def load(self) -> None:
-        if self.cfg.num_threads:
-            torch.set_num_threads(self.cfg.num_threads)
-        if self.method != "none":
-            release_all_except(self.model_keys())
-        self.tokenizer = _tokenizer(self.models.target)
-        self.model = _load(self.models.target, self.cfg.dtype, self.cfg.device)
+        if self.backend.num_threads:
+            torch.set_num_threads(self.backend.num_threads)
+        tokenizers = self.session.slot(TOKENIZERS, capacity=4)
+        self.tokenizer = tokenizers.get_or_create(self.models.target, lambda: AutoTokenizer.from_pretrained(self.models.target))
+        self.model = self._model(self.models.target)
         if self.method == "draft_model":
-            self.assistant = _load(self.models.draft, self.cfg.dtype, self.cfg.device)
+            self.assistant = self._model(self.models.draft)
+        if self.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
 
-    def _encode(self, prompt: Prompt) -> torch.Tensor:
-        if self.generation.chat_template and self.tokenizer.chat_template:
-            ids = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt.text}], add_generation_prompt=True, return_dict=True, return_tensors="pt"
-            )["input_ids"]
-        else:
-            ids = self.tokenizer(prompt.text, return_tensors="pt")["input_ids"]
-        return ids.to(self.cfg.device)
-
-    def _sync(self) -> None:
-        if self.cfg.device.startswith("cuda"):
+    def synchronize(self) -> None:
+        if self.device.startswith("cuda"):
             torch.cuda.synchronize()
 
     def generate(self, prompts: List[Prompt]) -> List[Generation]:
         return [self._generate_one(p) for p in prompts]
 
-    def _generate_one(self, prompt: Prompt) -> Generation:
-        input_ids = self._encode(prompt)
+    def _generate_kwargs(self) -> Dict[str, Any]:
         kwargs = dict(self.native["generate_kwargs"])
         if self.assistant is not None:
             for key, value in self.native["assistant_generation_config"].items():
                 setattr(self.assistant.generation_config, key, value)
             kwargs["assistant_model"] = self.assistant
+        return kwargs
+
+    def _generate_one(self, prompt: Prompt) -> Generation:
+        input_ids = torch.tensor([self.encode(prompt)], device=self.device)
+        kwargs = self._generate_kwargs()
         counts = AcceptanceCounts() if self.method != "none" else None
         self.model._specsweep_counts = counts
         timer = _FirstTokenTimer()
         torch.manual_seed(self.generation.seed)
-        self._sync()
+        self.synchronize()
         start = time.perf_counter()
         try:
             with torch.inference_mode():
@@ -178,7 +153,7 @@ class PytorchBackend:
                     streamer=timer,
                     **kwargs,
                 )
-            self._sync()
+            self.synchronize()
             end = time.perf_counter()
         finally:
             self.model._specsweep_counts = None
@@ -193,20 +168,46 @@ class PytorchBackend:
             text=self.tokenizer.decode(new_ids, skip_special_tokens=True),
         )
 
+    def peak_memory(self) -> Dict[str, Any]:
+        if not self.device.startswith("cuda"):
+            return super().peak_memory()
+        per_device = {
+            f"cuda:{i}": torch.cuda.max_memory_allocated(i) / 2**20 for i in range(torch.cuda.device_count())
+        }
+        return {
+            "peak_memory_mb": max(per_device.values()),
+            "peak_memory_source": "torch.cuda.max_memory_allocated since this engine loaded (caching allocator)",
+            "peak_memory_per_device_mb": per_device,
+        }
+
     def environment(self) -> Dict[str, Any]:
+        cuda = self.device.startswith("cuda")
         return {
             "engine": "transformers",
             "transformers": transformers.__version__,
             "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(),
-            "dtype": self.cfg.dtype,
-            "device": self.cfg.device,
-            "cuda_device": torch.cuda.get_device_name(0) if self.cfg.device.startswith("cuda") else None,
+            "dtype": str(self.backend.dtype),
+            "device": self.device,
+            "cuda_device": torch.cuda.get_device_name(torch.device(self.device)) if cuda else None,
+            "cuda_driver": _cuda_driver() if cuda else None,
+            "cuda_runtime": torch.version.cuda if cuda else None,
             "machine": platform.machine(),
-            "model_loads": load_counts(),
+            "model_loads": load_counts(self.session),
             "rss_mb": psutil.Process().memory_info().rss / 2**20,
         }
 
     def close(self) -> None:
         self.model = self.assistant = None
         _return_freed_memory()
+
+
+def _cuda_driver() -> Optional[str]:
+    """The NVIDIA driver version through NVML (nvidia-ml-py), or None where NVML is not there."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        return pynvml.nvmlSystemGetDriverVersion()
+    except Exception:  # no NVML library or no driver: the environment says None
+        return None

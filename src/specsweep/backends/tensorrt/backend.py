@@ -12,7 +12,7 @@ import platform
 import time
 from typing import Any, Dict, List, Optional
 
-from specsweep.backends.base import AcceptanceCounts, Generation, Prompt, ResolvedModels
+from specsweep.backends.base import AcceptanceCounts, Backend, Generation, Prompt, ResolvedModels
 
 
 def _import(dotted: str):
@@ -34,16 +34,20 @@ def spec_stats(entries: List[Any]) -> Optional[AcceptanceCounts]:
     return counts
 
 
-class TensorrtBackend:
+class TensorrtBackend(Backend):
     name = "tensorrt"
 
-    def __init__(self, cfg, native: Dict[str, Any], models: ResolvedModels):
-        self.native = native
-        self.generation = cfg.generation
-        self.speculative = cfg.speculation.method != "none"
+    def __init__(self, cfg, native: Dict[str, Any], models: ResolvedModels, session):
+        super().__init__(cfg, native, models, session)
+        self.speculative = self.method != "none"
         self.llm = None
         self.sampling = None
-        self.tokenizer = None
+
+    def synchronize(self) -> None:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
 
     def load(self) -> None:
         import tensorrt_llm
@@ -55,13 +59,6 @@ class TensorrtBackend:
         self.llm = _import(self.native["llm"]["import"])(**kwargs)
         self.sampling = tensorrt_llm.SamplingParams(**self.native["sampling_params"])
         self.tokenizer = self.llm.tokenizer
-
-    def _encode(self, prompt: Prompt) -> List[int]:
-        if self.generation.chat_template and getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt.text}], add_generation_prompt=True, tokenize=True
-            )
-        return self.tokenizer.encode(prompt.text)
 
     async def _stream(self, ids: List[int]):
         start = time.perf_counter()
@@ -76,7 +73,7 @@ class TensorrtBackend:
         return await asyncio.gather(*(self._stream(ids) for ids in inputs))
 
     def generate(self, prompts: List[Prompt]) -> List[Generation]:
-        inputs = [self._encode(p) for p in prompts]
+        inputs = [self.encode(p) for p in prompts]
         self._drain_stats()
         results = asyncio.run(self._batch(inputs))
         # Iteration stats count the whole batch; exact per prompt when the batch holds one prompt, otherwise the

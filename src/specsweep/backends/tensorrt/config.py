@@ -5,12 +5,13 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from enum import Enum
+from typing import Any, Dict, List, Optional, Tuple
 
+from specsweep.backends.base import BackendConfig, Problem, ResolvedModels
 from specsweep.backends.tensorrt import mapping
-from specsweep.config.schema import BackendConfig
+from specsweep.config.fields import bounded
 
-DTYPES = ("auto", "bfloat16", "float16", "float32")
 INSTALL_HINT = (
     "an installed tensorrt_llm package (it needs Linux with an NVIDIA GPU and CUDA): "
     "pip install tensorrt_llm --extra-index-url https://pypi.nvidia.com; "
@@ -18,15 +19,50 @@ INSTALL_HINT = (
 )
 
 
+class TrtDtype(str, Enum):
+    auto = "auto"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+    float32 = "float32"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class TrtRuntime(str, Enum):
+    pytorch = "pytorch"  # the LLM API's PyTorch backend: draft_model, eagle3, ngram, mtp
+    tensorrt = "tensorrt"  # the TensorRT-engine backend: eagle (EAGLE-1/2), medusa, lookahead
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass
 class TensorrtBackendConfig(BackendConfig):
-    """TensorRT-LLM LLM API: LLM(model, speculative_config=<XxxDecodingConfig>); NVIDIA GPUs only."""
+    """TensorRT-LLM LLM API: LLM(model, speculative_config=<XxxDecodingConfig>); NVIDIA GPUs only.
+
+    The decoding-config class and field names follow the installed tensorrt_llm version; without the package
+    (e.g. for --dry-run) they follow trtllm_version.
+    """
+
+    engine = "specsweep.backends.tensorrt.backend.TensorrtBackend"
 
     name: str = "tensorrt"
     trtllm_version: str = "1.2.1"  # API version mapped when tensorrt_llm is not installed; an installed one wins
-    runtime: str = "pytorch"  # pytorch (draft_model, eagle3, ngram, mtp) | tensorrt (engine: eagle, medusa, lookahead)
-    tensor_parallel_size: int = 1  # GPUs per model; the draft always shares the target's mapping
-    dtype: str = "auto"  # auto | bfloat16 | float16 | float32
+    runtime: TrtRuntime = TrtRuntime.pytorch  # the no-speculation baseline runs on the same runtime
+    tensor_parallel_size: int = bounded(1, ge=1)  # GPUs per model; the draft always shares the target's mapping
+    dtype: TrtDtype = TrtDtype.auto
+
+    @classmethod
+    def supported_methods(cls) -> Tuple[str, ...]:
+        return ("none",) + mapping.METHODS_BY_API[mapping.API_12]
+
+    def check(self, cfg) -> List[Problem]:
+        return check(cfg)
+
+    def native_config(self, cfg, models: ResolvedModels) -> Dict[str, Any]:
+        version, source = effective_version(self)
+        return mapping.native_config(cfg.speculation, cfg.generation, self, models.target, models.draft, version, source)
 
 
 def installed_version() -> Optional[str]:
@@ -47,12 +83,8 @@ def effective_version(backend) -> Tuple[str, str]:
     return backend.trtllm_version, "backend.trtllm_version (tensorrt_llm is not installed)"
 
 
-def supported_methods() -> tuple[str, ...]:
-    return ("none",) + mapping.METHODS_BY_API[mapping.API_12]
-
-
-def check(cfg) -> list[tuple[str, object, str]]:
-    """Backend-specific rules: (field, value, what is allowed) for each violation."""
+def check(cfg) -> List[Problem]:
+    """Version, install, runtime and method rules (cross-field: they depend on the method and the version)."""
     backend, spec = cfg.backend, cfg.speculation
     version, source = effective_version(backend)
     installed = source.startswith("installed")
@@ -62,19 +94,13 @@ def check(cfg) -> list[tuple[str, object, str]]:
     if not installed and not cfg.dry_run:
         return [("backend", backend.name, INSTALL_HINT)]
     problems = []
-    if backend.runtime not in mapping.RUNTIMES:
-        problems.append(("backend.runtime", backend.runtime, f"one of {', '.join(mapping.RUNTIMES)}"))
-    elif spec.method != "none" and mapping.METHOD_RUNTIME[spec.method] != backend.runtime:
+    if spec.method != "none" and spec.method in mapping.METHOD_RUNTIME and mapping.METHOD_RUNTIME[spec.method] != backend.runtime:
         needed = mapping.METHOD_RUNTIME[spec.method]
         problems.append(("backend.runtime", backend.runtime, f"{needed} for speculation.method={spec.method} on TensorRT-LLM"))
     api = mapping.api_for(version)
     if spec.method != "none" and spec.method not in mapping.METHODS_BY_API[api]:
         allowed = ", ".join(mapping.METHODS_BY_API[api])
         problems.append(("speculation.method", spec.method, f"a method TensorRT-LLM {version} maps: {allowed} (EAGLE-1/2 needs 1.2.x)"))
-    if backend.dtype not in DTYPES:
-        problems.append(("backend.dtype", backend.dtype, f"one of {', '.join(DTYPES)}"))
-    if backend.tensor_parallel_size < 1:
-        problems.append(("backend.tensor_parallel_size", backend.tensor_parallel_size, "an integer >= 1"))
     if spec.draft_tp_size not in (None, backend.tensor_parallel_size):
         problems.append(("speculation.draft_tp_size", spec.draft_tp_size,
                          f"null or {backend.tensor_parallel_size} (backend.tensor_parallel_size): TensorRT-LLM's draft shares the target's mapping"))

@@ -172,8 +172,8 @@ def sampling_params(generation) -> Dict[str, Any]:
 
 def native_config(spec, generation, backend, target: str, draft: Optional[str], version: str, version_source: str) -> Dict[str, Any]:
     """Everything `LLM(...)` and `SamplingParams(...)` get for one run, as plain data (printed by --dry-run)."""
-    method, runtime = spec.method, backend.runtime
-    llm_kwargs: Dict[str, Any] = {"model": target, "tensor_parallel_size": backend.tensor_parallel_size, "dtype": backend.dtype}
+    method, runtime = str(spec.method), str(backend.runtime)
+    llm_kwargs: Dict[str, Any] = {"model": target, "tensor_parallel_size": backend.tensor_parallel_size, "dtype": str(backend.dtype)}
     if runtime == "pytorch":
         # Iteration stats carry specDecodingStats (drafted / accepted / request-steps); PyTorch backend only.
         llm_kwargs["enable_iter_perf_stats"] = True

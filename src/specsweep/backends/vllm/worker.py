@@ -21,7 +21,7 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any, Dict, List, Optional
 
-from specsweep.backends.base import AcceptanceCounts, Generation, Prompt
+from specsweep.backends.base import AcceptanceCounts, Generation, Prompt, encode_prompt
 
 COUNTERS = {
     "vllm:spec_decode_num_drafts": "num_drafts",
@@ -97,15 +97,6 @@ class Engine:
             "engine_build_s": self.build_s,
         }
 
-    def encode(self, text: str, chat_template: bool) -> List[int]:
-        if chat_template and getattr(self.tokenizer, "chat_template", None):
-            return list(
-                self.tokenizer.apply_chat_template(
-                    [{"role": "user", "content": text}], add_generation_prompt=True, return_dict=True
-                )["input_ids"]
-            )
-        return list(self.tokenizer(text)["input_ids"])
-
     def counters(self) -> Optional[AcceptanceCounts]:
         return counters_from_metrics(self.llm.get_metrics()) if self.speculative else None
 
@@ -113,7 +104,7 @@ class Engine:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        inputs = [TokensPrompt(prompt_token_ids=self.encode(p.text, chat_template)) for p in prompts]
+        inputs = [TokensPrompt(prompt_token_ids=encode_prompt(self.tokenizer, p.text, chat_template)) for p in prompts]
         params = SamplingParams(**sampling_params)
         before = self.counters()
         start = time.perf_counter()

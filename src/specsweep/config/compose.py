@@ -1,0 +1,64 @@
+"""Compose the typed config outside Hydra's app runner (the pre-flight check, tests, scripts), with every
+composition problem turned into the same one-line `ConfigError` that validation raises."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from specsweep.config.schema import ExperimentConfig
+from specsweep.config.store import CONF_DIR, register_configs
+from specsweep.config.validate import ConfigError
+
+
+def to_config(dcfg: DictConfig) -> ExperimentConfig:
+    """The composed DictConfig as the typed dataclass tree (backend: the selected backend's own class)."""
+    return OmegaConf.to_object(dcfg)
+
+
+def _option_error(err, overrides: Sequence[str]) -> ConfigError:
+    group = (err.missing_cfg_file or "").split("/")[0]
+    options = sorted(err.options or [])
+    chosen = next((o.split("=", 1)[1] for o in overrides if o.split("=")[0].lstrip("+~") == group), err.missing_cfg_file)
+    if not options:
+        return ConfigError(group or "config", chosen, str(err).splitlines()[0])
+    return ConfigError(group, chosen, f"one of {', '.join(options)}")
+
+
+def _value_error(err, overrides: Sequence[str]) -> ConfigError:
+    """OmegaConf's ValidationError / ConfigKeyError -> field, value, allowed."""
+    import dataclasses
+
+    key = getattr(err, "full_key", None) or "config"
+    given = next((o.split("=", 1)[1] for o in overrides if o.split("=")[0].lstrip("+~") == key), None)
+    message = str(err).splitlines()[0]
+    if message.startswith("Key '") and dataclasses.is_dataclass(getattr(err, "object_type", None)):
+        names = ", ".join(f.name for f in dataclasses.fields(err.object_type))
+        return ConfigError(key, given, f"an existing field; {err.object_type.__name__} has: {names}")
+    if message.startswith("Invalid value '") and "expected one of [" in message:  # an enum field
+        return ConfigError(key, message.split("'")[1], f"one of {message.split('expected one of [', 1)[1].rstrip(']')}")
+    if "could not be converted to " in message:
+        return ConfigError(key, given, f"a value of type {message.rsplit('could not be converted to ', 1)[1]}")
+    return ConfigError(key, given, message)
+
+
+def compose_config(overrides: List[str], conf_dir: Path = CONF_DIR) -> ExperimentConfig:
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException, MissingConfigException
+    from omegaconf.errors import OmegaConfBaseException
+
+    register_configs(conf_dir)
+    try:
+        with initialize_config_dir(str(Path(conf_dir).resolve()), version_base="1.3"):
+            return to_config(compose("config", overrides=list(overrides)))
+    except MissingConfigException as err:
+        raise _option_error(err, overrides) from None
+    except OmegaConfBaseException as err:
+        raise _value_error(err, overrides) from None
+    except HydraException as err:
+        cause = err.__cause__
+        if isinstance(cause, OmegaConfBaseException):
+            raise _value_error(cause, overrides) from None
+        raise ConfigError("override", " ".join(overrides), " ".join(str(err).split())) from None

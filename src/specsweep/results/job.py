@@ -1,0 +1,128 @@
+"""A job's life as records: where it writes, whether an earlier result can answer it, and recording it whatever
+happens (`recording` is the one place failures are handled)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence
+
+from specsweep.results import store
+from specsweep.results.types import Result, now
+
+log = logging.getLogger("specsweep")
+
+
+class JobFailed(RuntimeError):
+    """The job ran and failed; its result.json says why (Hydra counts it as a failed job)."""
+
+
+@dataclass
+class JobPaths:
+    """Where one Hydra job records: its run dir, its sweep's (or runs') table, and the global store."""
+
+    run_dir: Path
+    table: Path
+    store: Path
+    overrides: List[str]
+    multirun: bool
+
+    @classmethod
+    def from_hydra(cls) -> JobPaths:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+        from hydra.utils import get_original_cwd
+
+        hc = HydraConfig.get()
+        multirun = hc.mode == RunMode.MULTIRUN
+        run_dir = Path(hc.runtime.output_dir)
+        table = (Path(hc.sweep.dir) if multirun else run_dir.parent) / store.TABLE_FILE
+        global_store = Path(get_original_cwd()) / "outputs" / store.TABLE_FILE
+        return cls(run_dir, table, global_store, list(hc.overrides.task), multirun)
+
+
+def reusable_result(cfg, job: JobPaths) -> Optional[Dict[str, Any]]:
+    """An earlier ok result of this exact config (skipped unless force=true), or None."""
+    if cfg.force:
+        return None
+    done = store.find_done(job.store, store.config_hash(cfg))
+    if done is None:
+        return None
+    log.info("skipping: this config already has an ok result in %s (force=true reruns it)", done["run_dir"])
+    return json.loads((Path(done["run_dir"]) / store.RESULT_FILE).read_text())
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def _record(result: Result, cfg, job: JobPaths) -> None:
+    from specsweep.tracking import make_tracker
+
+    result.finished_at = now()
+    store.write_result(job.run_dir, result.to_dict())
+    row = result.summary_row(job.run_dir)
+    store.append_row(job.table, row)
+    if job.store != job.table:
+        store.append_row(job.store, row)
+    make_tracker(cfg.logger, job.run_dir, job.table.parent if job.multirun else None).log_result(result.to_dict())
+
+
+@contextlib.contextmanager
+def recording(cfg, job: JobPaths) -> Iterator[Result]:
+    """Yield the job's Result; on exit it is recorded (ok, or failed with the error) and a failure raises JobFailed."""
+    result = Result.start(cfg, store.config_hash(cfg), job.overrides)
+    try:
+        yield result
+        result.status = "ok"
+    except Exception as err:  # a failed job is recorded, never lost, and the sweep goes on
+        result.status, result.error = "failed", _one_line(err)
+        log.error("job failed: %s\n%s", result.error, traceback.format_exc())
+    finally:
+        _record(result, cfg, job)
+    if result.status != "ok":
+        raise JobFailed(result.error)
+
+
+def objective(result, paths: Sequence[str]) -> Any:
+    """The values at the given result paths (NaN where missing): one -> a float, several -> a tuple."""
+    data = result.to_dict() if isinstance(result, Result) else result
+    values = []
+    for path in paths:
+        node: Any = data
+        for part in path.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        values.append(float(node) if isinstance(node, (int, float)) else math.nan)
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def _fmt(value, spec: str = "{:.3g}") -> str:
+    return "n/a" if value is None else spec.format(value)
+
+
+def _energy_line(energy: Dict[str, Any]) -> str:
+    if energy.get("joules") is None:
+        return f"  energy: n/a J ({energy.get('unavailable_reason')})"
+    estimated = ", estimated" if energy.get("estimated") else ""
+    return f"  energy: {_fmt(energy['joules'])} J ({energy.get('source')}{estimated})"
+
+
+def print_summary(result: Result) -> None:
+    m, lossless = result.metrics, result.lossless
+    lines = [
+        f"{result.backend} {result.method} k={result.k} on {result.model}:",
+        f"  {_fmt(m['tokens_per_s'])} tok/s vs baseline {_fmt(m['baseline_tokens_per_s'])} tok/s "
+        f"-> speedup {_fmt(m['speedup'])}x",
+        f"  acceptance rate {_fmt(m['acceptance_rate'])}, mean acceptance length {_fmt(m['mean_acceptance_length'])}",
+        f"  TTFT {_fmt(m['ttft_s'])} s, TPOT {_fmt(m['tpot_s'])} s, peak memory {_fmt(m['peak_memory_mb'], '{:.0f}')} MB",
+        f"  lossless: {lossless.get('match_rate') if lossless['checked'] else lossless['reason']}",
+        _energy_line(result.energy),
+    ]
+    print("\n".join(lines), file=sys.stderr)
