@@ -46,15 +46,23 @@ def precheck(conf_dir: Path, argv: List[str], session) -> List[str]:
         Path("outputs/optuna").mkdir(parents=True, exist_ok=True)  # the studies' SQLite files live here
     if any(a.split("=")[0] in HYDRA_FLAGS for a in argv):
         return argv
-    check_overrides(conf_dir, [a for a in argv if not a.startswith(("hydra.", "hydra/"))], session)
+    cfg = check_overrides(conf_dir, [a for a in argv if not a.startswith(("hydra.", "hydra/"))], session)
+    if cfg.dry_run:  # a single dry run needs no Hydra job: print the native config, create nothing
+        from specsweep.app import dry_run
+
+        dry_run(cfg, session)
+        sys.exit(0)
     return argv
 
 
-def check_overrides(conf_dir: Path, overrides: List[str], session) -> None:
+def check_overrides(conf_dir: Path, overrides: List[str], session):
+    """The composed, validated config of a single run; exit 2 with one line if it is invalid."""
     from specsweep.config.compose import compose_config
     from specsweep.config.validate import ConfigError, validate
 
     try:
-        validate(compose_config(overrides, conf_dir), session)
+        cfg = compose_config(overrides, conf_dir)
+        validate(cfg, session)
+        return cfg
     except ConfigError as err:
         fail(str(err))

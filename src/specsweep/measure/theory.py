@@ -140,13 +140,14 @@ def measure_cost_ratio(cfg, prompts: List, build_engine: Callable, no_spec_cfg, 
     dtype and generation settings; one warm-up then up to 3 prompts), TPOT draft / TPOT target, where the
     target's TPOT comes from this run's baseline phase. Never raises: a failure leaves c unmeasured, with why."""
     from specsweep.measure import metrics
+    from specsweep.methods import method_spec
     from specsweep.models.registry import draft_reference
 
-    method = cfg.speculation.method
-    if method == "ngram":
+    spec = method_spec(cfg.speculation.method)
+    if spec.cost == "free":
         return {"cost_ratio": 0.0, "cost_ratio_source": NGRAM_COST}
-    if method != "draft_model":
-        return {"cost_ratio": None, "cost_ratio_source": f"not measured for method={method}"}
+    if spec.cost != "timed":
+        return {"cost_ratio": None, "cost_ratio_source": f"not measured for method={spec.name}"}
     if not target_tpot_s:
         return {"cost_ratio": None, "cost_ratio_source": "no target TPOT to divide by (no baseline phase, or its outputs were under 2 tokens)"}
     no_spec_cfg.model.target, no_spec_cfg.model.draft = draft_reference(cfg), None
