@@ -14,7 +14,8 @@ from hydra import compose, initialize_config_dir
 
 from conftest import REPO, results_in, run_main
 from conftest import build_engine
-from specsweep.config.compose import to_config
+from specsweep.config.compose import compose_config
+from specsweep.session import Session
 from specsweep.config.store import register_configs
 from specsweep.config.validate import validate
 from specsweep.datasets import load_prompts
@@ -106,8 +107,7 @@ def tiny_overrides(model_dir: Path) -> list[str]:
 
 
 def composed(model_dir: Path, *overrides: str):
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        cfg = to_config(compose("config", overrides=[*tiny_overrides(model_dir), *overrides]))
+    cfg = compose_config([*tiny_overrides(model_dir), *overrides])
     validate(cfg)
     return cfg
 
@@ -119,9 +119,17 @@ def assert_consistent(counts, k: int) -> None:
     assert all(a >= b for a, b in zip(per_pos, per_pos[1:])) and per_pos[0] <= counts.num_drafts
 
 
-def run_batch(cfg):
+@pytest.fixture(scope="module")
+def session():
+    """One process's session, as main.py keeps it across a sweep; closing it stops the kept engine process."""
+    kept = Session()
+    yield kept
+    kept.close()
+
+
+def run_batch(cfg, session):
     """Build, generate every prompt in one batch, close; returns (generations, engine)."""
-    engine = build_engine(cfg)
+    engine = build_engine(cfg, session)
     try:
         return engine.generate(load_prompts(cfg.dataset)), engine
     finally:
@@ -129,21 +137,21 @@ def run_batch(cfg):
 
 
 @pytest.fixture(scope="module")
-def baseline(vllm_tiny_dir):
-    gens, engine = run_batch(composed(vllm_tiny_dir, "speculation=none"))
+def baseline(vllm_tiny_dir, session):
+    gens, engine = run_batch(composed(vllm_tiny_dir, "speculation=none"), session)
     assert all(g.acceptance is None for g in gens)
     return {g.prompt_id: g.output_ids for g in gens}, engine.worker_pid
 
 
-def test_same_config_reuses_the_engine_process_and_ngram_gets_a_fresh_one(vllm_tiny_dir, baseline):
+def test_same_config_reuses_the_engine_process_and_ngram_gets_a_fresh_one(vllm_tiny_dir, baseline, session):
     base_ids, base_pid = baseline
-    gens, engine = run_batch(composed(vllm_tiny_dir, "speculation=none"))
+    gens, engine = run_batch(composed(vllm_tiny_dir, "speculation=none"), session)
     assert engine.reused and engine.worker_pid == base_pid
     assert {g.prompt_id: g.output_ids for g in gens} == base_ids
 
     import psutil
 
-    gens, engine = run_batch(composed(vllm_tiny_dir, "speculation=ngram", "speculation.num_speculative_tokens=3"))
+    gens, engine = run_batch(composed(vllm_tiny_dir, "speculation=ngram", "speculation.num_speculative_tokens=3"), session)
     assert not engine.reused and engine.worker_pid != base_pid and not psutil.pid_exists(base_pid)
     assert {g.prompt_id: g.output_ids for g in gens} == base_ids
     for g in gens:
@@ -153,10 +161,10 @@ def test_same_config_reuses_the_engine_process_and_ngram_gets_a_fresh_one(vllm_t
 
 
 @pytest.mark.parametrize("method,head", [("eagle", "eagle_head_dir"), ("eagle3", "eagle3_head_dir")])
-def test_eagle_heads_build_run_and_stay_lossless(vllm_tiny_dir, baseline, method, head, request):
+def test_eagle_heads_build_run_and_stay_lossless(vllm_tiny_dir, baseline, method, head, request, session):
     head_dir = request.getfixturevalue(head)
     cfg = composed(vllm_tiny_dir, f"speculation={method}", f"speculation.draft_model={head_dir}", "speculation.num_speculative_tokens=2")
-    gens, engine = run_batch(cfg)
+    gens, engine = run_batch(cfg, session)
     assert {g.prompt_id: g.output_ids for g in gens} == baseline[0]
     total = gens[0].acceptance.add(gens[1].acceptance).add(gens[2].acceptance)
     assert total.drafted > 0 and total.accepted <= total.drafted
