@@ -163,3 +163,32 @@ def test_newer_methods_validate_on_vllm_and_are_refused_elsewhere():
         validate(composed("backend=vllm", "speculation=dflash"))
     with pytest.raises(ConfigError, match="backend=pytorch supports"):
         validate(composed("speculation=dflash"))
+
+
+def test_help_speaks_for_specsweep_and_lists_only_real_options(tmp_path):
+    proc = run_main("--help", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("specsweep: ") and "powered by Hydra" not in proc.stdout
+    assert "schema" not in proc.stdout and "python main.py" in proc.stdout  # examples, no schema nodes
+    listed = {
+        line.split(":")[0].strip(): line.split(":", 1)[1].strip().split(", ")
+        for line in proc.stdout.splitlines()
+        if line.startswith("  ") and ":" in line and not line.strip().startswith("python")
+    }
+    for group in ("backend", "speculation", "model", "dataset", "energy", "logger", "hparams_search"):
+        assert listed[group] == sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml")), group
+    for option in listed["backend"]:  # every listed option composes
+        composed(f"backend={option}", "dry_run=true")
+
+
+def test_a_single_run_validates_once_and_loads_the_prompts_once(monkeypatch):
+    from specsweep import datasets
+    from specsweep.session import Session
+
+    loads = []
+    real = datasets.load_prompts
+    monkeypatch.setattr(datasets, "load_prompts", lambda ds: loads.append(ds) or real(ds))
+    session, cfg = Session(), composed()
+    first = validate(cfg, session)  # the pre-flight check before Hydra starts
+    again = validate(composed(), session)  # the job itself, on the same config
+    assert again is first and len(loads) == 1 and len(first) == 7
