@@ -7,7 +7,7 @@ import random
 from collections import defaultdict
 from importlib import resources
 from pathlib import Path
-from typing import List
+from typing import Dict, List
 
 from specsweep.backends.base import Prompt
 
@@ -41,10 +41,26 @@ def _parse_line(line: str, where: str, lineno: int) -> Prompt:
 
 
 def _read(text: str, where: str) -> List[Prompt]:
-    prompts = [_parse_line(line, where, n) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    # JSON Lines separates records by "\n" only: str.splitlines() would also split inside valid JSON strings at
+    # U+2028, U+2029, U+0085 and other Unicode line breaks.
+    lines = text.split("\n")
+    prompts = [_parse_line(line, where, n) for n, line in enumerate(lines, 1) if line.strip()]
     if not prompts:
         raise DatasetError("dataset.path", where, "a file with at least one prompt (it is empty)")
+    _refuse_duplicate_ids(prompts, lines, where)
     return prompts
+
+
+def _refuse_duplicate_ids(prompts: List[Prompt], lines: List[str], where: str) -> None:
+    """Results are paired by prompt id (baseline, lossless check): two prompts with one id would be merged."""
+    seen: Dict[str, int] = {}
+    numbered = [n for n, line in enumerate(lines, 1) if line.strip()]
+    for prompt, lineno in zip(prompts, numbered):
+        if prompt.id in seen:
+            raise DatasetError(
+                "dataset.path", f"{where}:{lineno}", f"a unique prompt id (id {prompt.id!r} is also on line {seen[prompt.id]})"
+            )
+        seen[prompt.id] = lineno
 
 
 def _sample(prompts: List[Prompt], n: int, seed: int) -> List[Prompt]:
