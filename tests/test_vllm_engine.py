@@ -194,3 +194,53 @@ def test_multirun_none_ngram_draft_model_writes_vllm_counters(tmp_path, vllm_tin
     # the `none` job's measurement is the baseline of the later jobs: measured once per sweep
     assert all(results[m]["baseline"]["source"].startswith("reused") for m in ("ngram", "draft_model"))
     assert results["ngram"]["metrics"]["baseline_tokens_per_s"] == results["none"]["metrics"]["tokens_per_s"]
+
+
+def _engine_processes(marker: str) -> list:
+    """Live processes (zombies included) whose environment carries this test's marker."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.environ().get("SPECSWEEP_TEST_MARK") == marker:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def test_a_hung_engine_times_out_and_its_process_group_is_stopped(vllm_tiny_dir, monkeypatch):
+    import os
+    import signal
+
+    import psutil
+
+    from specsweep.backends.vllm.backend import VllmWorkerError
+
+    monkeypatch.setenv("SPECSWEEP_TEST_MARK", "hung-engine")
+    cfg = composed(vllm_tiny_dir, "speculation=none", "backend.reply_timeout_s=5")
+    session = Session()
+    engine = build_engine(cfg, session)
+    pid = engine.worker_pid
+    os.kill(pid, signal.SIGSTOP)  # the real fault: the engine process stops answering
+    try:
+        with pytest.raises(VllmWorkerError, match=r"did not answer generate within 5 s \(backend.reply_timeout_s\)"):
+            engine.generate(load_prompts(cfg.dataset))
+    finally:
+        engine.close()
+        session.close()
+    assert not psutil.pid_exists(pid) and not _engine_processes("hung-engine")  # killed and reaped: no zombie
+
+
+def test_a_job_whose_engine_raises_mid_generation_leaves_no_process(tmp_path, vllm_tiny_dir):
+    prompts = tmp_path / "prompts.jsonl"
+    too_long = " ".join(["word"] * 3000)  # longer than backend.max_model_len=1024: vLLM raises inside generate
+    prompts.write_text(json.dumps({"id": "ok", "prompt": "Say hi."}) + "\n" + json.dumps({"id": "long", "prompt": too_long}) + "\n")
+    overrides = [o for o in tiny_overrides(vllm_tiny_dir) if not o.startswith("dataset.")]
+    proc = run_main(*overrides, "speculation=ngram", "dataset=jsonl", f"dataset.path={prompts}", "generation.batch_size=2",
+                    "logger=none", "energy=none", cwd=tmp_path, env={"SPECSWEEP_TEST_MARK": str(tmp_path)})
+    assert proc.returncode != 0
+    (result,) = results_in(tmp_path)
+    assert result["status"] == "failed" and "vLLM failed to generate" in result["error"]
+    assert not _engine_processes(str(tmp_path))  # the engine process was stopped and waited for

@@ -14,6 +14,7 @@ import logging
 import multiprocessing
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -52,8 +53,15 @@ def worker_env() -> Dict[str, str]:
 
 
 class _Worker:
-    def __init__(self, key: str, env: Dict[str, str]):
+    """One engine process in a process group of its own (vLLM may start helpers), talked to over a pipe.
+
+    Every round trip has a deadline; a process that misses it, dies or errors is stopped as a whole group and waited
+    for, so nothing is left running and no zombie remains.
+    """
+
+    def __init__(self, key: str, env: Dict[str, str], timeout_s: float):
         self.key = key
+        self.timeout_s = timeout_s
         self.facts: Dict[str, Any] = {}
         self.broken = False
         self.conn, child = multiprocessing.Pipe()
@@ -61,17 +69,27 @@ class _Worker:
             [sys.executable, "-m", "specsweep.backends.vllm.worker", str(child.fileno())],
             pass_fds=(child.fileno(),),
             env=env,
+            start_new_session=True,  # its own process group: stop() reaches every process it started
         )
         child.close()
 
     def call(self, command: str, payload: Optional[Dict[str, Any]] = None) -> Any:
         try:
             self.conn.send((command, payload))
+            if not self.conn.poll(self.timeout_s):
+                self.broken = True
+                self._kill_group()  # hung: no graceful close
+                raise VllmWorkerError(
+                    f"the vLLM engine process did not answer {command} within {self.timeout_s:g} s "
+                    "(backend.reply_timeout_s); it was stopped"
+                )
             reply = self.conn.recv()
         except (EOFError, OSError):
             self.broken = True
             code = self.proc.wait()
-            raise VllmWorkerError(f"the vLLM engine process exited with code {code} during {command} (its output is above)")
+            raise VllmWorkerError(
+                f"the vLLM engine process exited with code {code} during {command} (its output is above)"
+            ) from None
         if reply[0] == "error":
             self.broken = True
             log.error("vLLM engine process traceback:\n%s", reply[2])
@@ -82,14 +100,22 @@ class _Worker:
         return not self.broken and self.proc.poll() is None
 
     def stop(self) -> None:
+        """Ask the engine to exit; if it does not within 60 s (or is hung), kill its whole process group."""
         if self.proc.poll() is None:
             try:
                 self.conn.send(("close", None))
                 self.proc.wait(timeout=60)
             except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait()
+                pass
+        self._kill_group()
         self.conn.close()
+
+    def _kill_group(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the group outlives its leader: helpers it started go too
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait()
 
 
 # Session slot holding the last closed engine, alive until a build needs another config (one engine at a time).
@@ -131,7 +157,7 @@ class VllmBackend(Backend):
         engines.clear()  # any other kept engine stops before this one is built: one engine holds memory at a time
         self.reused = worker is not None
         if worker is None:
-            worker = _Worker(key, env)
+            worker = _Worker(key, env, self.backend.reply_timeout_s)
             try:
                 worker.facts = worker.call(
                     "load", {"llm_kwargs": self.native["llm_kwargs"], "speculative_config": self.native["speculative_config"]}
