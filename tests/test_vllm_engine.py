@@ -222,6 +222,7 @@ def test_a_hung_engine_times_out_and_its_process_group_is_stopped(vllm_tiny_dir,
     cfg = composed(vllm_tiny_dir, "speculation=none", "backend.reply_timeout_s=5")
     session = Session()
     engine = build_engine(cfg, session)
+    assert engine.worker.timeout_s == 5
     pid = engine.worker_pid
     os.kill(pid, signal.SIGSTOP)  # the real fault: the engine process stops answering
     try:

@@ -28,6 +28,8 @@ from specsweep.models.packaged import cache_root
 
 log = logging.getLogger(__name__)
 
+# An engine build (process start, `import vllm`, LLM()) gets at least this long, whatever backend.reply_timeout_s.
+LOAD_TIMEOUT_S = 1800.0
 # Environment variables that change what an engine is; part of the reuse key.
 ENGINE_ENV_PREFIXES = ("VLLM_", "CUDA_", "OMP_", "HF_")
 
@@ -74,13 +76,14 @@ class _Worker:
         child.close()
 
     def call(self, command: str, payload: Optional[Dict[str, Any]] = None) -> Any:
+        timeout_s = max(self.timeout_s, LOAD_TIMEOUT_S) if command == "load" else self.timeout_s
         try:
             self.conn.send((command, payload))
-            if not self.conn.poll(self.timeout_s):
+            if not self.conn.poll(timeout_s):
                 self.broken = True
                 self._kill_group()  # hung: no graceful close
                 raise VllmWorkerError(
-                    f"the vLLM engine process did not answer {command} within {self.timeout_s:g} s "
+                    f"the vLLM engine process did not answer {command} within {timeout_s:g} s "
                     "(backend.reply_timeout_s); it was stopped"
                 )
             reply = self.conn.recv()

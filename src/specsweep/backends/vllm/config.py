@@ -53,7 +53,7 @@ class VllmBackendConfig(BackendConfig):
     max_num_batched_tokens: Optional[int] = bounded(None, ge=1, null="vLLM's default")  # token budget per engine step
     enable_prefix_caching: bool = False  # off: repeated passes over the same prompts would otherwise skip prefill
     engine_overrides: Dict[str, Any] = field(default_factory=dict)  # extra LLM()/EngineArgs keyword arguments, verbatim
-    reply_timeout_s: float = bounded(3600.0, gt=0)  # longest wait for the engine process (a build, one batch) before it is stopped
+    reply_timeout_s: float = bounded(3600.0, gt=0)  # longest wait for one engine reply (a batch); builds get >= 30 min
 
     @classmethod
     def supported_methods(cls) -> Tuple[str, ...]:
