@@ -73,3 +73,33 @@ def tiny_model_dir(tmp_path_factory, packaged_tokenizer_dir) -> Path:
     Qwen2ForCausalLM(config).to(torch.float32).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+# --- every result.json a job wrote during this session is checked against docs/result.schema.json -----------------
+
+SCHEMA_CHECKED: list[Path] = []  # the result.json files the session-end check validated (reported in the summary)
+
+
+def job_results_under(root: Path) -> list[Path]:
+    """Every result.json a main.py job wrote under `root`: Hydra puts job dirs in `<cwd>/outputs/` (what results_in
+    reads). Other result.json files under the basetemp are the results store's own unit-test inputs, not results."""
+    return sorted(p for p in root.rglob("result.json") if "outputs" in p.relative_to(root).parts)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def result_json_matches_schema(tmp_path_factory):
+    """At session end: every job result written under the basetemp validates against the committed schema."""
+    yield
+    from specsweep.results.schema import SCHEMA_PATH, validation_errors
+
+    schema = json.loads((REPO / SCHEMA_PATH).read_text())
+    files = job_results_under(tmp_path_factory.getbasetemp())
+    invalid = {p: errs for p in files if (errs := validation_errors(json.loads(p.read_text()), schema))}
+    SCHEMA_CHECKED.extend(files)
+    if invalid:
+        lines = [f"{p}:\n    " + "\n    ".join(errs[:10]) for p, errs in invalid.items()]
+        pytest.fail(f"{len(invalid)} of {len(files)} result.json files break {SCHEMA_PATH}:\n" + "\n".join(lines))
+
+
+def pytest_terminal_summary(terminalreporter):
+    terminalreporter.write_line(f"result.json schema check: {len(SCHEMA_CHECKED)} job result(s) validated")

@@ -179,11 +179,11 @@ def test_idle_baseline_is_measured_cached_and_subtracted(tmp_path, fresh_zeus):
     reading = meter.end("w")
     spec = SimpleNamespace(energy=[reading], output_tokens=lambda: 10)
     section = energy_section(spec, None, accepted=5)
-    corrected = section["idle_corrected"]
-    assert section["joules"] == pytest.approx(10.0)
-    assert corrected["joules"] == pytest.approx(10.0 - idle["watts"]["cpu"] * reading.seconds)
-    assert corrected["joules_per_token"] == pytest.approx(corrected["joules"] / 10)
-    assert corrected["joules_per_accepted_token"] == pytest.approx(corrected["joules"] / 5)
+    corrected = section.idle_corrected
+    assert section.joules == pytest.approx(10.0)
+    assert corrected.joules == pytest.approx(10.0 - idle["watts"]["cpu"] * reading.seconds)
+    assert corrected.joules_per_token == pytest.approx(corrected.joules / 10)
+    assert corrected.joules_per_accepted_token == pytest.approx(corrected.joules / 5)
 
 
 # --- NVML: real Zeus over the official pynvml binding, device calls patched -----------------------------------
@@ -241,7 +241,7 @@ def test_nvml_short_window_uses_approx_instant_energy(monkeypatch, fresh_zeus):
     assert reading.joules == pytest.approx(200.0 * reading.seconds, rel=0.2)
     assert meter.context["short_window_handling"].startswith("approx_instant_energy")
     spec = SimpleNamespace(energy=[reading], output_tokens=lambda: 4)
-    assert energy_section(spec, None, None)["windows"]["shorter_than_update"] == 1
+    assert energy_section(spec, None, None).windows.shorter_than_update == 1
 
 
 def test_nvml_short_window_without_approximation_is_unavailable_not_zero(monkeypatch, fresh_zeus):
@@ -267,8 +267,8 @@ def test_zeus_on_this_machine_is_unavailable_with_the_reason(fresh_zeus):
     assert "NVML" in reading.unavailable_reason and "RAPL" in reading.unavailable_reason
     spec = SimpleNamespace(energy=[reading], output_tokens=lambda: 8)
     section = energy_section(spec, spec, accepted=3)
-    assert section["joules"] is None and section["joules_per_token"] is None and section["energy_ratio"] is None
-    assert section["unavailable_reason"] == reading.unavailable_reason
+    assert section.joules is None and section.joules_per_token is None and section.energy_ratio is None
+    assert section.unavailable_reason == reading.unavailable_reason
 
 
 def test_codecarbon_is_a_labelled_estimate():
@@ -295,16 +295,16 @@ def test_section_pairs_spec_with_baseline_and_never_reports_unknown_as_zero():
     )
     base = SimpleNamespace(energy=[EnergyReading(8.0, 0.05, {"gpu": 8.0}, "zeus-nvml+rapl", context=ctx)], output_tokens=lambda: 16)
     s = energy_section(spec, base, accepted=6)
-    assert s["joules"] == 12.0 and s["per_device"] == {"gpu": 10.0, "cpu": 2.0}
-    assert s["joules_per_token"] == 0.5 and s["joules_per_accepted_token"] == 2.0
-    assert s["baseline_joules"] == 8.0 and s["energy_ratio"] == pytest.approx(0.5 / 0.5)
-    assert s["baseline_windows"]["shorter_than_update"] == 1
-    assert s["idle_corrected"]["joules"] is None and "idle_seconds=0" in s["idle_corrected"]["unavailable_reason"]
+    assert s.joules == 12.0 and s.per_device == {"gpu": 10.0, "cpu": 2.0}
+    assert s.joules_per_token == 0.5 and s.joules_per_accepted_token == 2.0
+    assert s.baseline_joules == 8.0 and s.energy_ratio == pytest.approx(0.5 / 0.5)
+    assert s.baseline_windows.shorter_than_update == 1
+    assert s.idle_corrected.joules is None and "idle_seconds=0" in s.idle_corrected.unavailable_reason
 
     partial = SimpleNamespace(energy=[spec.energy[0], EnergyReading(None, 0.5, unavailable_reason="counter lost")], output_tokens=lambda: 24)
     p = energy_section(partial, None, accepted=None)
-    assert p["joules"] is None and p["unavailable_reason"] == "1 of 2 windows unmeasured: counter lost"
-    assert p["joules_per_accepted_token"] is None and p["joules_per_accepted_token_reason"]
+    assert p.joules is None and p.unavailable_reason == "1 of 2 windows unmeasured: counter lost"
+    assert p.joules_per_accepted_token is None and p.joules_per_accepted_token_reason
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import re
 import subprocess
 import sys
@@ -15,29 +14,66 @@ from conftest import REPO
 from specsweep import results
 from specsweep.measure import theory
 from specsweep.report import data, html
+from specsweep.results.types import Energy, Metrics, PromptRow, Result, Spread, Stats
 
 
-def make_job(sweep: Path, num: int, method: str, k: int, speedup: float, alpha: float, c: float, joules=None, status="ok"):
+def make_job(
+    sweep: Path, num: int, method: str, k: int, speedup: float, alpha: float, c: float, joules=None, status="ok"
+):
     run_dir = sweep / str(num)
     run_dir.mkdir(parents=True)
     drafts = 10
     accepted = round(drafts * sum(alpha**i for i in range(1, k + 1)))
-    metrics = {
-        "tokens_per_s": 10 * speedup, "baseline_tokens_per_s": 10.0, "speedup": speedup, "acceptance_rate": accepted / (drafts * k),
-        "mean_acceptance_length": 1 + accepted / drafts, "acceptance_per_position": [alpha**i for i in range(1, k + 1)],
-        "drafted_tokens": drafts * k, "accepted_tokens": accepted, "num_drafts": drafts, "tpot_s": 0.1,
-    }
+    metrics = Metrics(
+        tokens_per_s=10 * speedup,
+        baseline_tokens_per_s=10.0,
+        speedup=speedup,
+        acceptance_rate=accepted / (drafts * k),
+        mean_acceptance_length=1 + accepted / drafts,
+        acceptance_per_position=[alpha**i for i in range(1, k + 1)],
+        drafted_tokens=drafts * k,
+        accepted_tokens=accepted,
+        num_drafts=drafts,
+        tpot_s=0.1,
+    )
     sec = theory.section(method, k, metrics, {"cost_ratio": c, "cost_ratio_source": "test"})
-    per_prompt = [{"id": f"{cat}-1", "category": cat, "speedup": speedup * f} for cat, f in (("code", 1.2), ("chat", 0.8))]
-    energy = {"joules": joules, "joules_per_token": joules and joules / 100, "energy_ratio": 0.9 if joules else None,
-              "unavailable_reason": None if joules else "energy measurement is off (energy=none)"}
-    result = {"status": status, "error": None if status == "ok" else "RuntimeError: boom", "config_hash": f"h{num}",
-              "backend": "pytorch", "method": method, "k": k, "model": "m", "dataset": "builtin",
-              "metrics": metrics if status == "ok" else None, "energy": energy,
-              "stats": {"speedup": {"n": 3, "median": speedup, "ci_low": speedup * 0.9, "ci_high": speedup * 1.1, "confidence": 0.95}},
-              "theory": sec if status == "ok" else None, "per_prompt": per_prompt if status == "ok" else None}
-    results.write_result(run_dir, result)
-    results.append_row(sweep / results.TABLE_FILE, results.summary_row(result, run_dir))
+    per_prompt = [
+        PromptRow(id=f"{cat}-1", category=cat, speedup=speedup * f) for cat, f in (("code", 1.2), ("chat", 0.8))
+    ]
+    energy = Energy(
+        joules=joules,
+        joules_per_token=joules and joules / 100,
+        energy_ratio=0.9 if joules else None,
+        unavailable_reason=None if joules else "energy measurement is off (energy=none)",
+    )
+    spread = Spread(n=3, median=speedup, ci_low=speedup * 0.9, ci_high=speedup * 1.1, confidence=0.95)
+    ok = status == "ok"
+    result = Result(
+        status=status,
+        error=None if ok else "RuntimeError: boom",
+        config_hash=f"h{num}",
+        backend="pytorch",
+        method=method,
+        k=k,
+        ngram_min=None,
+        ngram_max=None,
+        model="m",
+        dataset="builtin",
+        overrides=[],
+        started_at="2026-01-01T00:00:00+00:00",
+        config={},
+        metrics=metrics if ok else None,
+        energy=energy,
+        stats=Stats(tokens_per_s=Spread(n=0), ttft_s=Spread(n=0), tpot_s=Spread(n=0), speedup=spread),
+        theory=sec if ok else None,
+        per_prompt=per_prompt if ok else None,
+    )
+    results.write_result(run_dir, result.to_dict())
+    results.append_row(sweep / results.TABLE_FILE, result.summary_row(run_dir))
+
+
+def series(method: str) -> data.Series:
+    return data.Series(backend="pytorch", method=method, ngram_min=None, ngram_max=None, model="m", dataset="builtin")
 
 
 @pytest.fixture
@@ -61,21 +97,38 @@ def test_pareto_front_keeps_only_undominated_points():
 def test_pooled_theory_and_best_k(sweep):
     jobs = data.load_jobs([sweep])
     groups = data.by_series(jobs)
-    dm = groups[("pytorch", "m", "draft_model", None, None)]
+    dm = groups[series("draft_model")]
     pooled = data.pooled_theory(dm)
     assert pooled["cost_ratio"] == 0.3
     assert pooled["alpha"] == pytest.approx(sum(j.theory("alpha") for j in dm) / 3)  # equal weights: 10 drafts each
     assert pooled["predicted_best_k"] == theory.best_k(pooled["alpha"], 0.3)[0]
     assert (pooled["measured_best_k"], pooled["measured_best_speedup"]) == (4, 1.5)
-    ng = data.pooled_theory(groups[("pytorch", "m", "ngram", None, None)])
+    ng = data.pooled_theory(groups[series("ngram")])
     assert ng["predicted_best_k"] is None and "c=0" in ng["note"]
     assert data.category_speedups(dm[0]) == {"chat": pytest.approx(1.3 * 0.8), "code": pytest.approx(1.3 * 1.2)}
 
 
+def test_series_are_identity_minus_k_and_labels_name_every_ngram_window():
+    assert data.SERIES_FIELDS == ("backend", "method", "ngram_min", "ngram_max", "model", "dataset")
+    gpu = series("ngram_gpu")._replace(ngram_min=2, ngram_max=4)
+    cpu = series("ngram")._replace(ngram_min=1, ngram_max=3)
+    other = series("draft_model")._replace(model="other", dataset="sharegpt")
+    assert data.series_label(gpu, [gpu, cpu]) == "ngram_gpu n=2..4"
+    assert data.series_label(cpu, [gpu, cpu]) == "ngram n=1..3"
+    assert data.series_label(series("draft_model")._replace(ngram_min=2), [gpu]) == "draft_model"  # no window
+    assert data.series_label(other, [gpu, other]) == "draft_model [other, pytorch] on sharegpt"
+
+
 def test_html_report_is_self_contained_with_every_figure(sweep, tmp_path):
     text, pngs = html.render([sweep])
-    assert set(pngs) == {"speedup_vs_k", "predicted_vs_measured", "joules_per_token_vs_k", "acceptance_per_position",
-                         "speedup_by_category", "latency_energy_pareto"}
+    assert set(pngs) == {
+        "speedup_vs_k",
+        "predicted_vs_measured",
+        "joules_per_token_vs_k",
+        "acceptance_per_position",
+        "speedup_by_category",
+        "latency_energy_pareto",
+    }
     images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", text)
     assert len(images) == 6 and all(base64.b64decode(i)[:4] == b"\x89PNG" for i in images)
     assert "http" not in text.replace("https://", "").split("<body>")[0]  # nothing fetched
@@ -88,18 +141,35 @@ def test_report_says_why_a_figure_is_missing(tmp_path):
     s = tmp_path / "s"
     make_job(s, 0, "draft_model", 3, 1.2, 0.6, 0.25)
     text, pngs = html.render([s])
-    assert "joules_per_token_vs_k" not in pngs and "energy was not measured in these jobs: energy measurement is off" in text
+    assert (
+        "joules_per_token_vs_k" not in pngs
+        and "energy was not measured in these jobs: energy measurement is off" in text
+    )
     assert "latency_energy_pareto" not in pngs and "speedup_vs_k" in pngs
 
 
 @pytest.mark.slow
 def test_report_cli_writes_html_and_pngs(sweep, tmp_path):
     out = tmp_path / "r.html"
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "report.py"), str(sweep), "--out", str(out),
-                           "--png-dir", str(tmp_path / "png")], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "report.py"),
+            str(sweep),
+            "--out",
+            str(out),
+            "--png-dir",
+            str(tmp_path / "png"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert out.is_file() and len(list((tmp_path / "png").glob("*.png"))) == 6
-    bad = subprocess.run([sys.executable, str(REPO / "scripts" / "report.py"), str(tmp_path / "nope")], capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "report.py"), str(tmp_path / "nope")], capture_output=True, text=True
+    )
     assert bad.returncode == 2 and "no results.jsonl here" in bad.stderr
 
 
@@ -115,10 +185,19 @@ def test_wandb_report_structure_offline(sweep):
     titles = [p.title for g in grids for p in g.panels]
     assert any("Speedup vs k" in t for t in titles) and any("Predicted" in t for t in titles)
     metrics = {m.name for g in grids for p in g.panels for m in (getattr(p, "metrics", None) or [])}
-    metrics |= {getattr(p, a).name for g in grids for p in g.panels for a in ("x", "y") if getattr(p, a, None) is not None}
+    metrics |= {
+        getattr(p, a).name for g in grids for p in g.panels for a in ("x", "y") if getattr(p, a, None) is not None
+    }
     # the names the tracker logs (see test_tracking) so the panels find data
-    assert {"metrics/speedup", "energy/joules_per_token", "theory/predicted_speedup", "acceptance_position/6",
-            "category/code/speedup", "category/chat/acceptance_rate", "k"} <= metrics
+    assert {
+        "metrics/speedup",
+        "energy/joules_per_token",
+        "theory/predicted_speedup",
+        "acceptance_position/6",
+        "category/code/speedup",
+        "category/chat/acceptance_rate",
+        "k",
+    } <= metrics
     assert grids[1].runsets[0].groupby == ["config.method"]
 
 
@@ -126,7 +205,9 @@ def test_wandb_report_structure_offline(sweep):
 def test_wandb_report_cli_dry_run_and_no_login(sweep, tmp_path):
     env = {"HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
     script = str(REPO / "scripts" / "wandb_report.py")
-    dry = subprocess.run([sys.executable, script, str(sweep), "--dry-run"], capture_output=True, text=True, env=env, timeout=120)
+    dry = subprocess.run(
+        [sys.executable, script, str(sweep), "--dry-run"], capture_output=True, text=True, env=env, timeout=120
+    )
     assert dry.returncode == 0, dry.stderr
     assert f"group {sweep.name}" in dry.stdout and "ScatterPlot" in dry.stdout
     publish = subprocess.run([sys.executable, script, str(sweep)], capture_output=True, text=True, env=env, timeout=120)

@@ -6,6 +6,7 @@ import random
 import pytest
 
 from specsweep.measure import theory
+from specsweep.results.types import Metrics
 
 
 @pytest.mark.parametrize("alpha", [0.1, 0.5, 0.8, 0.95, 0.999])
@@ -79,19 +80,19 @@ def test_fit_alpha_edges():
 
 
 def test_section_labels_predictions_and_uses_measured_inputs():
-    metrics = {"accepted_tokens": 23, "num_drafts": 10, "drafted_tokens": 50, "acceptance_rate": 0.46,
-               "mean_acceptance_length": 3.3, "speedup": 1.4}
+    metrics = Metrics(accepted_tokens=23, num_drafts=10, drafted_tokens=50, acceptance_rate=0.46,
+                      mean_acceptance_length=3.3, speedup=1.4)
     cost = {"cost_ratio": 0.2, "cost_ratio_source": "measured"}
     sec = theory.section("draft_model", 5, metrics, cost)
     alpha = theory.fit_alpha(23, 10, 50)
-    assert sec["alpha"] == alpha and sec["cost_ratio"] == 0.2
-    assert sec["measured_speedup"] == 1.4 and sec["measured_tokens_per_step"] == 3.3
-    assert sec["predicted_speedup"] == pytest.approx(theory.expected_speedup(alpha, 5, 0.2))
-    assert sec["predicted_best_k"] == theory.best_k(alpha, 0.2)[0]
+    assert sec.alpha == alpha and sec.cost_ratio == 0.2
+    assert sec.measured_speedup == 1.4 and sec.measured_tokens_per_step == 3.3
+    assert sec.predicted_speedup == pytest.approx(theory.expected_speedup(alpha, 5, 0.2))
+    assert sec.predicted_best_k == theory.best_k(alpha, 0.2)[0]
     assert theory.section("none", None, metrics, {}) is None
     no_c = theory.section("draft_model", 5, metrics, {"cost_ratio": None, "cost_ratio_source": "failed"})
-    assert no_c["predicted_speedup"] is None and "cost ratio" in no_c["note"]
-    assert math.isclose(no_c["predicted_tokens_per_step"], theory.expected_tokens_per_step(alpha, 5))
+    assert no_c.predicted_speedup is None and "cost ratio" in no_c.note
+    assert math.isclose(no_c.predicted_tokens_per_step, theory.expected_tokens_per_step(alpha, 5))
 
 
 class _FakeEngine:

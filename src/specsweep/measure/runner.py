@@ -7,7 +7,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from statistics import median
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -17,6 +17,17 @@ from specsweep.backends.base import AcceptanceCounts, Generation, Prompt
 from specsweep.energy import EnergyMeter, EnergyReading, energy_section
 from specsweep.measure import metrics, theory
 from specsweep.models.registry import draft_reference
+from specsweep.results.types import (
+    BaselineInfo,
+    Lossless,
+    MeasuredSections,
+    Metrics,
+    Mismatch,
+    PromptRow,
+    Spread,
+    Stats,
+    Timing,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +70,9 @@ class Phase:
 def measure_phase(engine, prompts: List[Prompt], cfg, meter: EnergyMeter, label: str, progress: Progress) -> Phase:
     batch = cfg.generation.batch_size
     batches = [prompts[i : i + batch] for i in range(0, len(prompts), batch)]
-    task = progress.add_task(f"{label}: warm-up", total=cfg.measurement.warmup + cfg.measurement.repetitions * len(batches))
+    task = progress.add_task(
+        f"{label}: warm-up", total=cfg.measurement.warmup + cfg.measurement.repetitions * len(batches)
+    )
     started = time.perf_counter()
     for _ in range(cfg.measurement.warmup):
         engine.generate(batches[0])
@@ -111,136 +124,196 @@ def baseline_config(cfg):
     return base
 
 
-def summarize(cfg, prompts: List[Prompt], spec: Phase, base: Optional[Phase], lossless_note: Optional[str] = None) -> Dict[str, Any]:
-    conf = cfg.measurement.confidence
-    spec_gens = spec.all()
-    acceptance = spec.acceptance()
-    m: Dict[str, Any] = {
-        "tokens_per_s": spec.output_tokens() / spec.wall_s() if spec.wall_s() else None,
-        "wall_s": spec.wall_s(),
-        "output_tokens": spec.output_tokens(),
-        "ttft_s": median([g.ttft_s for g in spec_gens if g.ttft_s is not None] or [float("nan")]),
-        "tpot_s": median([t for g in spec_gens if (t := metrics.tpot_s(g)) is not None] or [float("nan")]),
-        "baseline_tokens_per_s": None,
-        "baseline_wall_s": None,
-        "speedup": None,
-    }
-    m.update(metrics.acceptance_metrics(acceptance))
-    stats = {
-        "tokens_per_s": metrics.spread([metrics.tokens_per_s(g) for g in spec_gens], conf),
-        "ttft_s": metrics.spread([g.ttft_s for g in spec_gens], conf),
-        "tpot_s": metrics.spread([metrics.tpot_s(g) for g in spec_gens], conf),
-    }
+def _ratio(num: Optional[float], den: Optional[float]) -> Optional[float]:
+    return num / den if num is not None and den else None
+
+
+def _median(values: List[Optional[float]]) -> float:
+    """Median of the known values; NaN (written as null) when none is known."""
+    return median([v for v in values if v is not None] or [float("nan")])
+
+
+def _phase_metrics(spec: Phase, base: Optional[Phase]) -> Metrics:
+    """The headline numbers of the speculative phase, paired with its baseline when there is one."""
+    gens = spec.all()
+    tokens_per_s = _ratio(spec.output_tokens(), spec.wall_s())
+    baseline_tokens_per_s = _ratio(base.output_tokens(), base.wall_s()) if base is not None else None
+    return Metrics(
+        tokens_per_s=tokens_per_s,
+        wall_s=spec.wall_s(),
+        output_tokens=spec.output_tokens(),
+        ttft_s=_median([g.ttft_s for g in gens]),
+        tpot_s=_median([metrics.tpot_s(g) for g in gens]),
+        baseline_tokens_per_s=baseline_tokens_per_s,
+        baseline_wall_s=base.wall_s() if base is not None else None,
+        speedup=_ratio(tokens_per_s, baseline_tokens_per_s) if tokens_per_s else None,
+        **metrics.acceptance_metrics(spec.acceptance()),
+    )
+
+
+def _spread(values, confidence: float) -> Spread:
+    return Spread(**metrics.spread(values, confidence))
+
+
+def _stats(spec: Phase, base: Optional[Phase], per_prompt: List[PromptRow], confidence: float) -> Stats:
+    """Spreads over generations, and (with a baseline) of the per-prompt speedups."""
+    gens = spec.all()
+    return Stats(
+        tokens_per_s=_spread([metrics.tokens_per_s(g) for g in gens], confidence),
+        ttft_s=_spread([g.ttft_s for g in gens], confidence),
+        tpot_s=_spread([metrics.tpot_s(g) for g in gens], confidence),
+        speedup=_spread([r.speedup for r in per_prompt], confidence) if base is not None else None,
+        baseline_tokens_per_s=_spread([metrics.tokens_per_s(g) for g in base.all()], confidence)
+        if base is not None
+        else None,
+    )
+
+
+def _summed_acceptance(gens: List[Generation]) -> Optional[AcceptanceCounts]:
+    counts = None
+    for g in gens:
+        if g.acceptance is not None:
+            counts = g.acceptance if counts is None else counts.add(g.acceptance)
+    return counts
+
+
+def _prompt_row(prompt: Prompt, spec: List[Generation], base: List[Generation], greedy: bool) -> PromptRow:
+    """One prompt's row from its speculative and baseline generations (one per repetition; the first one's output)."""
+    acceptance = metrics.acceptance_metrics(_summed_acceptance(spec))
+    tokens_per_s = median([metrics.tokens_per_s(g) for g in spec]) if spec else None
+    baseline_tokens_per_s = median([metrics.tokens_per_s(g) for g in base]) if base else None
+    compared = bool(greedy and spec and base)
+    return PromptRow(
+        id=prompt.id,
+        category=prompt.category,
+        prompt_tokens=spec[0].prompt_tokens if spec else None,
+        output_tokens=len(spec[0].output_ids) if spec else None,
+        tokens_per_s=tokens_per_s,
+        acceptance_rate=acceptance["acceptance_rate"],
+        mean_acceptance_length=acceptance["mean_acceptance_length"],
+        baseline_tokens_per_s=baseline_tokens_per_s,
+        speedup=_ratio(tokens_per_s, baseline_tokens_per_s) if base else None,
+        compared_to_baseline=compared,
+        first_mismatch=metrics.first_mismatch(spec[0].output_ids, base[0].output_ids) if compared else None,
+        output_text=spec[0].text if spec else None,
+    )
+
+
+def _per_prompt(prompts: List[Prompt], spec: Phase, base: Optional[Phase], greedy: bool) -> List[PromptRow]:
     spec_by_prompt = spec.by_prompt()
     base_by_prompt = base.by_prompt() if base else {}
-    per_prompt = []
-    lossless_rows = []
-    greedy = cfg.generation.temperature == 0
-    for p in prompts:
-        s = spec_by_prompt.get(p.id, [])
-        row: Dict[str, Any] = {
-            "id": p.id,
-            "category": p.category,
-            "prompt_tokens": s[0].prompt_tokens if s else None,
-            "output_tokens": len(s[0].output_ids) if s else None,
-            "tokens_per_s": median([metrics.tokens_per_s(g) for g in s]) if s else None,
-        }
-        counts = None
-        for g in s:
-            if g.acceptance is not None:
-                counts = g.acceptance if counts is None else counts.add(g.acceptance)
-        acc = metrics.acceptance_metrics(counts)
-        row["acceptance_rate"], row["mean_acceptance_length"] = acc["acceptance_rate"], acc["mean_acceptance_length"]
-        b = base_by_prompt.get(p.id, [])
-        if b:
-            row["baseline_tokens_per_s"] = median([metrics.tokens_per_s(g) for g in b])
-            row["speedup"] = row["tokens_per_s"] / row["baseline_tokens_per_s"] if row["baseline_tokens_per_s"] else None
-            if greedy and s:
-                row["first_mismatch"] = metrics.first_mismatch(s[0].output_ids, b[0].output_ids)
-                lossless_rows.append(row)
-        row["output_text"] = s[0].text if s else None
-        per_prompt.append(row)
-    if base is not None:
-        m["baseline_tokens_per_s"] = base.output_tokens() / base.wall_s() if base.wall_s() else None
-        m["baseline_wall_s"] = base.wall_s()
-        if m["baseline_tokens_per_s"] and m["tokens_per_s"]:
-            m["speedup"] = m["tokens_per_s"] / m["baseline_tokens_per_s"]
-        stats["speedup"] = metrics.spread([r.get("speedup") for r in per_prompt], conf)
-        stats["baseline_tokens_per_s"] = metrics.spread([metrics.tokens_per_s(g) for g in base.all()], conf)
+    return [_prompt_row(p, spec_by_prompt.get(p.id, []), base_by_prompt.get(p.id, []), greedy) for p in prompts]
+
+
+def _lossless(cfg, base: Optional[Phase], per_prompt: List[PromptRow], note: Optional[str]) -> Lossless:
+    """Greedy outputs against the baseline's, token for token; or why that was not checked."""
     if base is None:
-        lossless = {"checked": False, "match_rate": None, "reason": "no baseline in this run"}
-    elif not greedy:
-        lossless = {"checked": False, "match_rate": None, "reason": "sampling (temperature > 0): outputs are not expected to match token for token"}
-    elif not cfg.measurement.lossless_check:
-        lossless = {"checked": False, "match_rate": None, "reason": "measurement.lossless_check=false"}
-    else:
-        matched = [r for r in lossless_rows if r["first_mismatch"] is None]
-        lossless = {
-            "checked": True,
-            "match_rate": len(matched) / len(lossless_rows) if lossless_rows else None,
-            "prompts": len(lossless_rows),
-            "mismatches": [{"id": r["id"], "first_mismatch": r["first_mismatch"]} for r in lossless_rows if r["first_mismatch"] is not None],
-        }
-        if lossless_note:
-            lossless["note"] = lossless_note
-    return {"metrics": m, "stats": stats, "per_prompt": per_prompt, "lossless": lossless,
-            "energy": energy_section(spec, base, acceptance.accepted if acceptance else None)}
+        return Lossless(checked=False, reason="no baseline in this run")
+    if cfg.generation.temperature != 0:
+        return Lossless(
+            checked=False, reason="sampling (temperature > 0): outputs are not expected to match token for token"
+        )
+    if not cfg.measurement.lossless_check:
+        return Lossless(checked=False, reason="measurement.lossless_check=false")
+    compared = [r for r in per_prompt if r.compared_to_baseline]
+    mismatches = [Mismatch(id=r.id, first_mismatch=r.first_mismatch) for r in compared if r.first_mismatch is not None]
+    return Lossless(
+        checked=True,
+        match_rate=(len(compared) - len(mismatches)) / len(compared) if compared else None,
+        prompts=len(compared),
+        mismatches=mismatches,
+        note=note,
+    )
 
 
-def _baseline_phase(cfg, prompts, build_engine, meter, progress, session, timing) -> Tuple[Optional[Phase], Dict[str, Any]]:
+def summarize(
+    cfg, prompts: List[Prompt], spec: Phase, base: Optional[Phase], lossless_note: Optional[str] = None
+) -> MeasuredSections:
+    """The sections computed from the phases: metrics, stats, per-prompt rows, the lossless check and energy."""
+    per_prompt = _per_prompt(prompts, spec, base, greedy=cfg.generation.temperature == 0)
+    acceptance = spec.acceptance()
+    return MeasuredSections(
+        metrics=_phase_metrics(spec, base),
+        stats=_stats(spec, base, per_prompt, cfg.measurement.confidence),
+        per_prompt=per_prompt,
+        lossless=_lossless(cfg, base, per_prompt, lossless_note),
+        energy=energy_section(spec, base, acceptance.accepted if acceptance else None),
+    )
+
+
+def _baseline_phase(
+    cfg, prompts, build_engine, meter, progress, session, timing: Timing
+) -> Tuple[Optional[Phase], BaselineInfo]:
     """The no-speculation phase this job is paired with: reused from the session when its key matches, else measured."""
     if cfg.speculation.method == "none" or not cfg.measurement.baseline:
-        return None, {"measured": False, "measured_in_job": False}
+        return None, BaselineInfo(measured=False, measured_in_job=False)
     key = baseline_key(cfg)
     baselines = session.slot(BASELINES, capacity=1)
     phase = baselines.get(key)
     if phase is not None:
-        return phase, {"measured": True, "measured_in_job": False, "key": key,
-                       "source": "reused: measured earlier in this process with the same key"}
+        source = "reused: measured earlier in this process with the same key"
+        return phase, BaselineInfo(measured=True, measured_in_job=False, key=key, source=source)
     start = time.perf_counter()
     engine = build_engine(baseline_config(cfg))
-    timing["baseline_load_s"] = time.perf_counter() - start
+    timing.baseline_load_s = time.perf_counter() - start
     try:
         phase = measure_phase(engine, prompts, cfg, meter, "baseline", progress)
     finally:
         engine.close()
     baselines.put(key, phase)
-    return phase, {"measured": True, "measured_in_job": True, "key": key, "source": "measured in this job"}
+    return phase, BaselineInfo(measured=True, measured_in_job=True, key=key, source="measured in this job")
 
 
-def _cost_ratio(cfg, prompts, build_engine, base_phase: Optional[Phase], session, timing) -> Dict[str, Any]:
+def _cost_ratio(cfg, prompts, build_engine, base_phase: Optional[Phase], session, timing: Timing) -> Dict[str, Any]:
     """The draft/target cost ratio c for the theory section, measured once per (baseline key, method, draft)."""
     key = (baseline_key(cfg), cfg.speculation.method, draft_reference(cfg))
+
     def measure() -> Dict[str, Any]:
         tpots = [t for g in base_phase.all() if (t := metrics.tpot_s(g)) is not None] if base_phase else []
+        target_tpot_s = median(tpots or [0.0]) if base_phase else None
         start = time.perf_counter()
-        cost = theory.measure_cost_ratio(cfg, prompts, build_engine, baseline_config(cfg), median(tpots or [0.0]) if base_phase else None)
-        timing["cost_ratio_s"] = time.perf_counter() - start
+        cost = theory.measure_cost_ratio(cfg, prompts, build_engine, baseline_config(cfg), target_tpot_s)
+        timing.cost_ratio_s = time.perf_counter() - start
         return cost
+
     return session.slot(COST_RATIOS, capacity=1).get_or_create(key, measure)
 
 
-def run(cfg, prompts: List[Prompt], build_engine, meter: EnergyMeter, session) -> Dict[str, Any]:
+def _speculative_phase(cfg, prompts, build_engine, meter, progress, base_phase, timing: Timing):
+    """Load the job's own engine, measure it and summarize against the baseline -> (its phase, its sections)."""
+    start = time.perf_counter()
+    engine = build_engine(cfg)
+    timing.load_s = time.perf_counter() - start
+    label = "speculative" if cfg.speculation.method != "none" else "no speculation"
+    try:
+        phase = measure_phase(engine, prompts, cfg, meter, label, progress)
+        sections = summarize(cfg, prompts, phase, base_phase, engine.lossless_note())
+        sections.metrics = replace(sections.metrics, **_peak_memory(engine))
+        sections.environment = engine.environment()
+    finally:
+        engine.close()
+    return phase, sections
+
+
+def _peak_memory(engine) -> Dict[str, Any]:
+    memory = engine.peak_memory()
+    return {name: memory.get(name) for name in ("peak_memory_mb", "peak_memory_source", "peak_memory_per_device_mb")}
+
+
+def run(cfg, prompts: List[Prompt], build_engine, meter: EnergyMeter, session) -> MeasuredSections:
     """build_engine(cfg) -> a loaded Backend. Returns the measured sections of result.json."""
     speculative = cfg.speculation.method != "none"
-    timing: Dict[str, float] = {}
+    timing = Timing()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as progress:
         base_phase, baseline_info = _baseline_phase(cfg, prompts, build_engine, meter, progress, session, timing)
-        start = time.perf_counter()
-        engine = build_engine(cfg)
-        timing["load_s"] = time.perf_counter() - start
-        try:
-            spec_phase = measure_phase(engine, prompts, cfg, meter, "speculative" if speculative else "no speculation", progress)
-            out = summarize(cfg, prompts, spec_phase, base_phase, engine.lossless_note())
-            out["metrics"].update(engine.peak_memory())
-            out["environment"] = engine.environment()
-        finally:
-            engine.close()
+        spec_phase, sections = _speculative_phase(cfg, prompts, build_engine, meter, progress, base_phase, timing)
     if not speculative:  # a no-speculation job is itself the baseline of later jobs with the same key
         session.slot(BASELINES, capacity=1).put(baseline_key(cfg), spec_phase)
-    out["baseline"] = baseline_info
-    timing["generation_s"] = spec_phase.seconds + (base_phase.seconds if baseline_info["measured_in_job"] else 0.0)
-    out["timing"] = timing
+    sections.baseline = baseline_info
+    timing.generation_s = spec_phase.seconds + (base_phase.seconds if baseline_info.measured_in_job else 0.0)
+    sections.timing = timing
     cost = _cost_ratio(cfg, prompts, build_engine, base_phase, session, timing) if speculative else {}
-    out["theory"] = theory.section(cfg.speculation.method, cfg.speculation.num_speculative_tokens, out["metrics"], cost)
-    return out
+    sections.theory = theory.section(
+        cfg.speculation.method, cfg.speculation.num_speculative_tokens, sections.metrics, cost
+    )
+    return sections

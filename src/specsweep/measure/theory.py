@@ -16,6 +16,8 @@ import math
 from statistics import median
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from specsweep.results.types import Metrics, Theory
+
 # Search range for the predicted best k (the config's own limit on num_speculative_tokens).
 K_SEARCH_MAX = 64
 
@@ -101,37 +103,38 @@ def fit_alpha(accepted: int, num_drafts: int, drafted: int) -> Optional[float]:
     return (lo + hi) / 2
 
 
-def section(method: str, k: Optional[int], metrics: Dict[str, Any], cost: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-    """result.json's `theory` section for one job: measured alpha and c in, predictions out (None: no speculation)."""
+def section(method: str, k: Optional[int], metrics: Metrics, cost: Dict[str, Any]) -> Optional[Theory]:
+    """result.json's `theory` section for one job: measured alpha and c in, predictions out (None: no speculation).
+
+    `cost` is what `measure_cost_ratio` returns: cost_ratio and cost_ratio_source, with the two TPOTs when timed."""
     if method == "none":
         return None
-    alpha = fit_alpha(metrics.get("accepted_tokens") or 0, metrics.get("num_drafts") or 0, metrics.get("drafted_tokens") or 0)
+    alpha = fit_alpha(metrics.accepted_tokens or 0, metrics.num_drafts or 0, metrics.drafted_tokens or 0)
     c = cost.get("cost_ratio")
-    out: Dict[str, Any] = {
-        "model": MODEL_NAME,
-        "k": k,
-        "alpha": alpha,
-        "alpha_estimator": ALPHA_ESTIMATOR,
-        "acceptance_rate": metrics.get("acceptance_rate"),
-        "mean_draft_length": metrics["drafted_tokens"] / metrics["num_drafts"] if metrics.get("num_drafts") else None,
-        **cost,
-        "measured_tokens_per_step": metrics.get("mean_acceptance_length"),
-        "measured_speedup": metrics.get("speedup"),
-        "predicted_tokens_per_step": None,
-        "predicted_speedup": None,
-        "predicted_best_k": None,
-        "predicted_best_speedup": None,
-        "note": "",
-    }
+    out = Theory(
+        model=MODEL_NAME,
+        k=k,
+        alpha=alpha,
+        alpha_estimator=ALPHA_ESTIMATOR,
+        acceptance_rate=metrics.acceptance_rate,
+        mean_draft_length=metrics.drafted_tokens / metrics.num_drafts if metrics.num_drafts else None,
+        cost_ratio=c,
+        cost_ratio_source=cost.get("cost_ratio_source"),
+        draft_tpot_s=cost.get("draft_tpot_s"),
+        target_tpot_s=cost.get("target_tpot_s"),
+        measured_tokens_per_step=metrics.mean_acceptance_length,
+        measured_speedup=metrics.speedup,
+    )
     if alpha is None or k is None:
-        out["note"] = "no prediction: " + ("no draft tokens were counted" if alpha is None else "this method has no fixed k")
+        missing = "no draft tokens were counted" if alpha is None else "this method has no fixed k"
+        out.note = f"no prediction: {missing}"
         return out
-    out["predicted_tokens_per_step"] = expected_tokens_per_step(alpha, k)
+    out.predicted_tokens_per_step = expected_tokens_per_step(alpha, k)
     if c is None:
-        out["note"] = "no speedup prediction: the cost ratio c was not measured"
+        out.note = "no speedup prediction: the cost ratio c was not measured"
         return out
-    out["predicted_speedup"] = expected_speedup(alpha, k, c)
-    out["predicted_best_k"], out["predicted_best_speedup"], out["note"] = best_k(alpha, c)
+    out.predicted_speedup = expected_speedup(alpha, k, c)
+    out.predicted_best_k, out.predicted_best_speedup, out.note = best_k(alpha, c)
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import namedtuple
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import median
@@ -11,6 +12,12 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from specsweep import results
 from specsweep.measure import theory
+from specsweep.methods import METHOD_TABLE, method_spec
+
+# A series is the jobs that differ only in k (one line in the k plots): every identity field but k and the two that
+# change with it (the config hash and the overrides).
+SERIES_FIELDS = tuple(name for name in results.IDENTITY_FIELDS if name not in ("config_hash", "overrides", "k"))
+Series = namedtuple("Series", SERIES_FIELDS)
 
 
 @dataclass
@@ -43,10 +50,9 @@ class Job:
         return self.row.get("k")
 
     @property
-    def series(self) -> Tuple:
+    def series(self) -> Series:
         """Jobs that differ only in k form one series (one line in the k plots)."""
-        r = self.row
-        return (r.get("backend"), r.get("model"), r.get("method"), r.get("ngram_min"), r.get("ngram_max"))
+        return Series(**{name: self.row.get(name) for name in SERIES_FIELDS})
 
 
 def table_paths(paths: List[Path]) -> List[Path]:
@@ -74,23 +80,33 @@ def load_jobs(paths: List[Path]) -> List[Job]:
     for row in latest.values():
         per_prompt = []
         try:
-            per_prompt = json.loads((Path(row.get("run_dir", "")) / results.RESULT_FILE).read_text()).get("per_prompt") or []
+            per_prompt = (
+                json.loads((Path(row.get("run_dir", "")) / results.RESULT_FILE).read_text()).get("per_prompt") or []
+            )
         except (OSError, json.JSONDecodeError):
             pass
         jobs.append(Job(row, per_prompt))
     return sorted(jobs, key=lambda j: (tuple(str(x) for x in j.series), j.k if j.k is not None else -1))
 
 
-def series_label(series: Tuple, all_series: List[Tuple]) -> str:
-    backend, model, method, nmin, nmax = series
-    label = method + (f" n={nmin or '?'}..{nmax or '?'}" if method == "ngram" and (nmin or nmax) else "")
-    if len({s[0] for s in all_series}) > 1 or len({s[1] for s in all_series}) > 1:
-        label += f" [{model}, {backend}]"
+def _has_ngram_window(method: Any) -> bool:
+    return str(method) in METHOD_TABLE and method_spec(method).ngram_window
+
+
+def series_label(series: Series, all_series: List[Series]) -> str:
+    """The method (with its n-gram window), plus the model, backend and dataset when the series differ in them."""
+    label = str(series.method)
+    if _has_ngram_window(series.method) and (series.ngram_min or series.ngram_max):
+        label += f" n={series.ngram_min or '?'}..{series.ngram_max or '?'}"
+    if len({s.model for s in all_series}) > 1 or len({s.backend for s in all_series}) > 1:
+        label += f" [{series.model}, {series.backend}]"
+    if len({s.dataset for s in all_series}) > 1:
+        label += f" on {series.dataset}"
     return label
 
 
-def by_series(jobs: List[Job]) -> Dict[Tuple, List[Job]]:
-    out: Dict[Tuple, List[Job]] = {}
+def by_series(jobs: List[Job]) -> Dict[Series, List[Job]]:
+    out: Dict[Series, List[Job]] = {}
     for job in jobs:
         if job.ok and job.row.get("method") != "none":
             out.setdefault(job.series, []).append(job)
@@ -109,7 +125,9 @@ def pooled_theory(jobs: List[Job]) -> Dict[str, Any]:
     if costs:
         out["cost_ratio"] = median(costs)
     if out["alpha"] is not None and out["cost_ratio"] is not None:
-        out["predicted_best_k"], out["predicted_best_speedup"], out["note"] = theory.best_k(out["alpha"], out["cost_ratio"])
+        out["predicted_best_k"], out["predicted_best_speedup"], out["note"] = theory.best_k(
+            out["alpha"], out["cost_ratio"]
+        )
     measured = [j for j in jobs if j.metric("speedup") is not None and j.k is not None]
     if measured:
         best = max(measured, key=lambda j: j.metric("speedup"))

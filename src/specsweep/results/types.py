@@ -1,4 +1,8 @@
-"""The result of one job: what result.json holds, as types, with one serializer.
+"""The result of one job: what result.json holds, as types, with one serializer (`Result.to_dict`).
+
+Every field of every section is always written; a value that is unknown or does not apply is null, never 0. Each
+field's `doc(...)` is its meaning: docs/result.schema.json and the README's contract table are generated from these
+types (scripts/result_schema.py), so they cannot drift from what is written.
 
 `IDENTITY_FIELDS` is the one list of what identifies a job (what ran); the sweep-table row, the W&B config and the
 report's series are all derived from it.
@@ -7,7 +11,7 @@ report's series are all derived from it.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, List, Literal, Optional
 
 from specsweep.results.store import clean
@@ -16,60 +20,296 @@ Status = Literal["running", "ok", "failed"]
 
 # What identifies a job: its config hash, and the settings a reader compares jobs by.
 IDENTITY_FIELDS = ("config_hash", "backend", "method", "k", "ngram_min", "ngram_max", "model", "dataset", "overrides")
-# The measured sections `runner.run` returns.
-MEASURED_SECTIONS = ("metrics", "stats", "per_prompt", "lossless", "energy", "baseline", "timing", "environment", "theory")
 # The summary row's picks from the energy and stats sections.
-ROW_ENERGY = ("joules", "joules_per_token", "joules_per_accepted_token", "energy_ratio", "source", "estimated",
-              "unavailable_reason")
+ROW_ENERGY = (
+    "joules",
+    "joules_per_token",
+    "joules_per_accepted_token",
+    "energy_ratio",
+    "source",
+    "estimated",
+    "unavailable_reason",
+)
 ROW_STATS = ("speedup", "tokens_per_s")
+
+
+def doc(meaning: str, **kwargs) -> Any:
+    """A dataclass field with its meaning (the field's description in the generated JSON Schema)."""
+    return field(metadata={"description": meaning}, **kwargs)
 
 
 def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat()
 
 
-@dataclass
-class Result:
-    """result.json. Unknown numbers are null, never 0; a failed job keeps every section it got to."""
+@dataclass(kw_only=True)
+class Metrics:
+    """Headline numbers of the speculative phase, paired with its baseline; acceptance counts summed over every
+    repetition and prompt."""
 
-    status: Status
-    error: Optional[str]  # one line, when status is failed
-    config_hash: str  # hash of the resolved config (what reruns are keyed by)
-    backend: str
-    method: str
-    k: Optional[int]
-    ngram_min: Optional[int]
-    ngram_max: Optional[int]
-    model: str
-    dataset: str
-    overrides: List[str]  # the job's command-line overrides
-    started_at: str
-    config: Dict[str, Any]  # the resolved config
-    finished_at: Optional[str] = None
-    native_config: Optional[Dict[str, Any]] = None  # the exact engine config that was built
-    metrics: Optional[Dict[str, Any]] = None
-    stats: Optional[Dict[str, Any]] = None
-    per_prompt: Optional[List[Dict[str, Any]]] = None
-    lossless: Optional[Dict[str, Any]] = None
-    energy: Optional[Dict[str, Any]] = None
-    baseline: Optional[Dict[str, Any]] = None
-    timing: Optional[Dict[str, Any]] = None
+    tokens_per_s: Optional[float] = doc("output tokens / wall seconds over every timed batch", default=None)
+    wall_s: Optional[float] = doc("seconds spent in timed generate calls", default=None)
+    output_tokens: Optional[int] = doc("tokens generated in the timed batches", default=None)
+    ttft_s: Optional[float] = doc("median time to first token, seconds", default=None)
+    tpot_s: Optional[float] = doc("median time per output token after the first, seconds", default=None)
+    baseline_tokens_per_s: Optional[float] = doc("the no-speculation baseline's tokens/s", default=None)
+    baseline_wall_s: Optional[float] = doc("the baseline's seconds in timed generate calls", default=None)
+    speedup: Optional[float] = doc("tokens_per_s / baseline_tokens_per_s", default=None)
+    acceptance_rate: Optional[float] = doc("accepted / drafted tokens", default=None)
+    mean_acceptance_length: Optional[float] = doc(
+        "1 + accepted / num_drafts: tokens per verification step, bonus token included", default=None
+    )
+    acceptance_per_position: List[float] = doc(
+        "item i: P(draft token i+1 accepted | a draft step); empty when nothing was drafted", default_factory=list
+    )
+    drafted_tokens: Optional[int] = doc("draft tokens proposed", default=None)
+    accepted_tokens: Optional[int] = doc("draft tokens accepted", default=None)
+    num_drafts: Optional[int] = doc("draft (verification) steps", default=None)
+    peak_memory_mb: Optional[float] = doc("peak memory, MiB, as peak_memory_source reads it", default=None)
+    peak_memory_source: Optional[str] = doc("what peak_memory_mb measures and how", default=None)
+    peak_memory_per_device_mb: Optional[Dict[str, float]] = doc(
+        "peak memory per device, MiB (null when the engine cannot tell devices apart)", default=None
+    )
+
+
+@dataclass(kw_only=True)
+class Spread:
+    """The spread of one per-generation quantity: median and mean with a percentile-bootstrap interval of the
+    median (null below 3 values)."""
+
+    n: int = doc("values (generations or prompts) it is computed over")
+    median: Optional[float] = doc("median", default=None)
+    mean: Optional[float] = doc("mean", default=None)
+    ci_low: Optional[float] = doc("lower bound of the median's confidence interval", default=None)
+    ci_high: Optional[float] = doc("upper bound of the median's confidence interval", default=None)
+    confidence: Optional[float] = doc("the interval's confidence level (null when n = 0)", default=None)
+
+
+@dataclass(kw_only=True)
+class Stats:
+    """Spreads over generations (tokens/s, TTFT, TPOT) and over prompts (speedup)."""
+
+    tokens_per_s: Spread = doc("tokens/s of each speculative generation")
+    ttft_s: Spread = doc("time to first token of each speculative generation, seconds")
+    tpot_s: Spread = doc("time per output token of each speculative generation, seconds")
+    speedup: Optional[Spread] = doc("per-prompt speedup (null without a baseline)", default=None)
+    baseline_tokens_per_s: Optional[Spread] = doc("tokens/s of each baseline generation", default=None)
+
+
+@dataclass(kw_only=True)
+class PromptRow:
+    """One prompt: its first repetition's output, and medians over repetitions."""
+
+    id: str = doc("prompt id")
+    category: str = doc("prompt category")
+    prompt_tokens: Optional[int] = doc("tokens in the (templated) prompt", default=None)
+    output_tokens: Optional[int] = doc("tokens generated", default=None)
+    tokens_per_s: Optional[float] = doc("median tokens/s over repetitions", default=None)
+    acceptance_rate: Optional[float] = doc("accepted / drafted tokens for this prompt", default=None)
+    mean_acceptance_length: Optional[float] = doc("1 + accepted / num_drafts for this prompt", default=None)
+    baseline_tokens_per_s: Optional[float] = doc("the baseline's median tokens/s on this prompt", default=None)
+    speedup: Optional[float] = doc("tokens_per_s / baseline_tokens_per_s", default=None)
+    compared_to_baseline: bool = doc(
+        "the output was compared token for token with the baseline's (greedy decoding with a baseline)", default=False
+    )
+    first_mismatch: Optional[int] = doc(
+        "index of the first token that differs from the baseline's output; null when they match or were not compared",
+        default=None,
+    )
+    output_text: Optional[str] = doc("the generated text", default=None)
+
+
+@dataclass(kw_only=True)
+class Mismatch:
+    """A prompt whose greedy output differs from the baseline's."""
+
+    id: str = doc("prompt id")
+    first_mismatch: int = doc("index of the first differing token")
+
+
+@dataclass(kw_only=True)
+class Lossless:
+    """Whether greedy speculative outputs equal the baseline's token for token (speculative decoding promises it)."""
+
+    checked: bool = doc("the check ran")
+    match_rate: Optional[float] = doc("share of compared prompts whose outputs match exactly", default=None)
+    reason: Optional[str] = doc("why it was not checked", default=None)
+    prompts: Optional[int] = doc("prompts compared", default=None)
+    mismatches: Optional[List[Mismatch]] = doc("the prompts that differ (null when not checked)", default=None)
+    note: Optional[str] = doc("why outputs may legitimately differ (e.g. a dtype that is not bit-exact)", default=None)
+
+
+@dataclass(kw_only=True)
+class Windows:
+    """The energy measurement windows of one phase (one per timed generate call), against the counter's update
+    period."""
+
+    count: int = doc("windows")
+    seconds: float = doc("their total length, seconds")
+    shortest_s: Optional[float] = doc("the shortest window, seconds", default=None)
+    counter_update_s: Optional[float] = doc("the energy counter's update period, seconds (null: unknown)", default=None)
+    shorter_than_update: Optional[int] = doc("windows shorter than the update period", default=None)
+    short_window_handling: Optional[str] = doc("how the meter handles windows shorter than that", default=None)
+
+
+@dataclass(kw_only=True)
+class IdleCorrected:
+    """Energy minus idle power x window time (null with `unavailable_reason` when there is no idle baseline)."""
+
+    joules: Optional[float] = doc("idle-corrected joules of the speculative phase", default=None)
+    unavailable_reason: Optional[str] = doc("why joules is null", default=None)
+    per_device: Optional[Dict[str, float]] = doc("idle-corrected joules per device", default=None)
+    joules_per_token: Optional[float] = doc("joules / output tokens", default=None)
+    joules_per_accepted_token: Optional[float] = doc("joules / accepted draft tokens", default=None)
+    idle_watts: Optional[Dict[str, float]] = doc("idle power per device, watts", default=None)
+    idle_seconds: Optional[float] = doc("how long idle power was measured, seconds", default=None)
+    idle_source: Optional[str] = doc("where the idle power comes from (measured in this job, or cached)", default=None)
+    estimated: Optional[bool] = doc("the energy or the idle power is an estimate", default=None)
+    baseline_joules: Optional[float] = doc("idle-corrected joules of the baseline phase", default=None)
+    baseline_joules_per_token: Optional[float] = doc("baseline_joules / baseline output tokens", default=None)
+    energy_ratio: Optional[float] = doc("joules_per_token / baseline_joules_per_token", default=None)
+
+
+@dataclass(kw_only=True)
+class Energy:
+    """Energy of the speculative phase and its baseline, summed over their measurement windows (null with a reason
+    when nothing could measure it)."""
+
+    joules: Optional[float] = doc("joules of the speculative phase", default=None)
+    per_device: Optional[Dict[str, float]] = doc(
+        "joules per device (gpu / cpu / dram, as the meter names them)", default=None
+    )
+    joules_per_token: Optional[float] = doc("joules / output tokens", default=None)
+    joules_per_accepted_token: Optional[float] = doc("joules / accepted draft tokens", default=None)
+    joules_per_accepted_token_reason: Optional[str] = doc("why joules_per_accepted_token is null", default=None)
+    source: Optional[str] = doc("the meter (zeus-nvml, zeus-rapl, codecarbon-estimate, ...)", default=None)
+    estimated: bool = doc("the figures are an estimate, not a counter reading", default=False)
+    unavailable_reason: Optional[str] = doc("why joules is null", default=None)
+    not_measured: Dict[str, str] = doc("devices the meter could not read, with why", default_factory=dict)
+    windows: Optional[Windows] = doc("the speculative phase's measurement windows", default=None)
+    baseline_joules: Optional[float] = doc("joules of the baseline phase", default=None)
+    baseline_per_device: Optional[Dict[str, float]] = doc("baseline joules per device", default=None)
+    baseline_joules_per_token: Optional[float] = doc("baseline joules / baseline output tokens", default=None)
+    baseline_windows: Optional[Windows] = doc(
+        "the baseline phase's measurement windows (null: no baseline)", default=None
+    )
+    energy_ratio: Optional[float] = doc("joules_per_token / baseline_joules_per_token", default=None)
+    baseline_unavailable_reason: Optional[str] = doc("why baseline_joules is null, when a baseline ran", default=None)
+    idle_corrected: Optional[IdleCorrected] = doc("the same figures with idle power subtracted", default=None)
+
+
+@dataclass(kw_only=True)
+class BaselineInfo:
+    """Where the no-speculation baseline this job is paired with comes from."""
+
+    measured: bool = doc("the job has a baseline")
+    measured_in_job: bool = doc("it was measured in this job (not reused)")
+    key: Optional[str] = doc("hash of everything a baseline depends on; equal keys are interchangeable", default=None)
+    source: Optional[str] = doc("measured in this job, or reused from earlier in this process", default=None)
+
+
+@dataclass(kw_only=True)
+class Timing:
+    """Where the job's time went, seconds."""
+
+    load_s: Optional[float] = doc("loading the speculative engine", default=None)
+    generation_s: Optional[float] = doc("measuring: warm-up and repetitions of this job's phases", default=None)
+    baseline_load_s: Optional[float] = doc("loading the baseline engine (null: reused or none)", default=None)
+    cost_ratio_s: Optional[float] = doc("timing the draft for the cost ratio (null: cached or none)", default=None)
+
+
+@dataclass(kw_only=True)
+class Theory:
+    """Leviathan et al. (2023), i.i.d. acceptance: measured alpha and cost ratio c in, `predicted_*` out."""
+
+    model: str = doc("the theory the predictions come from")
+    k: Optional[int] = doc("draft tokens per step (null: the method has no fixed k)", default=None)
+    alpha: Optional[float] = doc("per-token acceptance probability fitted to the counts", default=None)
+    alpha_estimator: str = doc("how alpha is fitted", default="")
+    acceptance_rate: Optional[float] = doc("accepted / drafted (not alpha)", default=None)
+    mean_draft_length: Optional[float] = doc("drafted / num_drafts", default=None)
+    cost_ratio: Optional[float] = doc("c: draft step time / target step time", default=None)
+    cost_ratio_source: Optional[str] = doc("how c was obtained, or why it is null", default=None)
+    draft_tpot_s: Optional[float] = doc("the draft's median time per token when timed alone, seconds", default=None)
+    target_tpot_s: Optional[float] = doc("the baseline's median time per token, seconds", default=None)
+    measured_tokens_per_step: Optional[float] = doc("metrics.mean_acceptance_length", default=None)
+    measured_speedup: Optional[float] = doc("metrics.speedup", default=None)
+    predicted_tokens_per_step: Optional[float] = doc("E[tokens per step] at this alpha and k", default=None)
+    predicted_speedup: Optional[float] = doc("expected speedup at this alpha, k and c", default=None)
+    predicted_best_k: Optional[int] = doc("the k with the best predicted speedup (null: no optimum)", default=None)
+    predicted_best_speedup: Optional[float] = doc("predicted speedup at the best k searched", default=None)
+    note: str = doc("why a prediction is missing, or what limits it", default="")
+
+
+@dataclass(kw_only=True)
+class MeasuredSections:
+    """What `measure.runner.run` measures: the sections of result.json it fills."""
+
+    metrics: Metrics
+    stats: Stats
+    per_prompt: List[PromptRow]
+    lossless: Lossless
+    energy: Energy
+    baseline: Optional[BaselineInfo] = None
+    timing: Optional[Timing] = None
     environment: Optional[Dict[str, Any]] = None
-    theory: Optional[Dict[str, Any]] = None
+    theory: Optional[Theory] = None
+
+
+@dataclass(kw_only=True)
+class Result:
+    """result.json: one job of a run or sweep. A failed job keeps every section it got to (null: not reached)."""
+
+    status: Status = doc("ok or failed (running: the job has not finished)")
+    error: Optional[str] = doc("one line, when status is failed")
+    config_hash: str = doc("hash of the resolved config (what reruns are keyed by)")
+    backend: str = doc("engine backend")
+    method: str = doc("speculation method")
+    k: Optional[int] = doc("draft tokens per step (speculation.num_speculative_tokens)")
+    ngram_min: Optional[int] = doc("shortest n-gram a prompt-lookup method matches")
+    ngram_max: Optional[int] = doc("longest n-gram a prompt-lookup method matches")
+    model: str = doc("model entry name")
+    dataset: str = doc("dataset name")
+    overrides: List[str] = doc("the job's command-line overrides")
+    started_at: str = doc("UTC start time, ISO 8601")
+    finished_at: Optional[str] = doc("UTC end time, ISO 8601", default=None)
+    config: Dict[str, Any] = doc("the resolved config")
+    native_config: Optional[Dict[str, Any]] = doc("the exact engine config that was built", default=None)
+    metrics: Optional[Metrics] = doc("headline numbers", default=None)
+    stats: Optional[Stats] = doc("spreads with confidence intervals", default=None)
+    per_prompt: Optional[List[PromptRow]] = doc("one row per prompt", default=None)
+    lossless: Optional[Lossless] = doc("greedy outputs against the baseline's", default=None)
+    energy: Optional[Energy] = doc("joules, per-token figures and their source", default=None)
+    baseline: Optional[BaselineInfo] = doc("whether the baseline was measured in this job or reused", default=None)
+    timing: Optional[Timing] = doc("load and measurement times", default=None)
+    environment: Optional[Dict[str, Any]] = doc(
+        "the engine's facts: package versions, device, dtype, threads (keys vary by backend)", default=None
+    )
+    theory: Optional[Theory] = doc("predicted vs. measured speedup (null without speculation)", default=None)
 
     @classmethod
     def start(cls, cfg, cfg_hash: str, overrides: List[str]) -> Result:
         spec = cfg.speculation
         return cls(
-            status="running", error=None, config_hash=cfg_hash, backend=cfg.backend.name, method=str(spec.method),
-            k=spec.num_speculative_tokens, ngram_min=spec.ngram_min, ngram_max=spec.ngram_max, model=cfg.model.name,
-            dataset=str(cfg.dataset.name), overrides=list(overrides), started_at=now(), config=clean(asdict(cfg)),
+            status="running",
+            error=None,
+            config_hash=cfg_hash,
+            backend=cfg.backend.name,
+            method=str(spec.method),
+            k=spec.num_speculative_tokens,
+            ngram_min=spec.ngram_min,
+            ngram_max=spec.ngram_max,
+            model=cfg.model.name,
+            dataset=str(cfg.dataset.name),
+            overrides=list(overrides),
+            started_at=now(),
+            config=clean(asdict(cfg)),
         )
 
-    def measured(self, sections: Dict[str, Any]) -> None:
+    def measured(self, sections: MeasuredSections) -> None:
         """Take the sections the runner measured."""
-        for name in MEASURED_SECTIONS:
-            setattr(self, name, sections.get(name))
+        for section in fields(MeasuredSections):
+            setattr(self, section.name, getattr(sections, section.name))
 
     def identity(self) -> Dict[str, Any]:
         return {name: getattr(self, name) for name in IDENTITY_FIELDS}
@@ -80,9 +320,17 @@ class Result:
 
     def summary_row(self, run_dir) -> Dict[str, Any]:
         """The job's row in the results tables."""
-        energy, stats = self.energy or {}, self.stats or {}
-        row = {"status": self.status, "error": self.error, **self.identity(), "run_dir": str(run_dir),
-               "metrics": self.metrics or {}, "energy": {k: energy.get(k) for k in ROW_ENERGY},
-               "stats": {k: v for k, v in stats.items() if k in ROW_STATS}, "theory": self.theory,
-               "finished_at": self.finished_at}
+        energy = asdict(self.energy) if self.energy else {}
+        stats = asdict(self.stats) if self.stats else {}
+        row = {
+            "status": self.status,
+            "error": self.error,
+            **self.identity(),
+            "run_dir": str(run_dir),
+            "metrics": asdict(self.metrics) if self.metrics else {},
+            "energy": {name: energy.get(name) for name in ROW_ENERGY},
+            "stats": {name: stats[name] for name in ROW_STATS if name in stats},
+            "theory": asdict(self.theory) if self.theory else None,
+            "finished_at": self.finished_at,
+        }
         return clean(row)

@@ -17,13 +17,23 @@ from pathlib import Path
 from statistics import median
 from typing import Any, Dict, Iterator, List, Optional
 
+from specsweep.results.types import IDENTITY_FIELDS
 from specsweep.tracking.config import LoggerConfig
 
 log = logging.getLogger(__name__)
 
 PER_PROMPT_COLUMNS = (
-    "id", "category", "prompt_tokens", "output_tokens", "tokens_per_s", "baseline_tokens_per_s", "speedup",
-    "acceptance_rate", "mean_acceptance_length", "first_mismatch", "output_text",
+    "id",
+    "category",
+    "prompt_tokens",
+    "output_tokens",
+    "tokens_per_s",
+    "baseline_tokens_per_s",
+    "speedup",
+    "acceptance_rate",
+    "mean_acceptance_length",
+    "first_mismatch",
+    "output_text",
 )
 # wandb writes caches and artifact staging under the home directory unless told otherwise.
 _DIR_VARS = {"WANDB_CACHE_DIR": "cache", "WANDB_DATA_DIR": "data"}
@@ -38,18 +48,29 @@ def run_name(result: Dict[str, Any]) -> str:
     overrides = result.get("overrides") or []
     if overrides:
         return ",".join(overrides)
-    return f"{result.get('backend')}-{result.get('method')}" + (f"-k{result['k']}" if result.get("k") is not None else "")
+    return f"{result.get('backend')}-{result.get('method')}" + (
+        f"-k{result['k']}" if result.get("k") is not None else ""
+    )
 
 
 def run_tags(result: Dict[str, Any], extra: List[str]) -> List[str]:
-    tags = [f"backend:{result.get('backend')}", f"method:{result.get('method')}", f"model:{result.get('model')}", *extra]
+    tags = [
+        f"backend:{result.get('backend')}",
+        f"method:{result.get('method')}",
+        f"model:{result.get('model')}",
+        *extra,
+    ]
     return list(dict.fromkeys(t[:64] for t in tags))  # W&B caps a tag at 64 characters
 
 
 def run_config(result: Dict[str, Any]) -> Dict[str, Any]:
-    keys = ("backend", "method", "k", "ngram_min", "ngram_max", "model", "dataset", "config_hash", "overrides")
-    return {**(result.get("config") or {}), **{k: result.get(k) for k in keys},
-            "native_config": result.get("native_config"), "environment": result.get("environment")}
+    """The resolved config, with the job's identity fields and the engine's native config and environment on top."""
+    return {
+        **(result.get("config") or {}),
+        **{k: result.get(k) for k in IDENTITY_FIELDS},
+        "native_config": result.get("native_config"),
+        "environment": result.get("environment"),
+    }
 
 
 def _scalars(prefix: str, node: Any, out: Dict[str, Any]) -> None:
@@ -114,21 +135,33 @@ class WandbTracker:
         try:
             self._log(result)
         except Exception as err:  # W&B is a copy: the local result.json and results tables are already written
-            log.warning("W&B logging failed, local results are intact in %s: %s: %s", self.run_dir, type(err).__name__, err)
+            log.warning(
+                "W&B logging failed, local results are intact in %s: %s: %s", self.run_dir, type(err).__name__, err
+            )
 
     def _init(self, wandb, result: Dict[str, Any]):
         kwargs = dict(
-            project=self.cfg.project, entity=self.cfg.entity, group=self.group, name=self.cfg.job_name or run_name(result),
-            tags=run_tags(result, list(self.cfg.tags)), config=run_config(result), dir=str(self.dir),
+            project=self.cfg.project,
+            entity=self.cfg.entity,
+            group=self.group,
+            name=self.cfg.job_name or run_name(result),
+            tags=run_tags(result, list(self.cfg.tags)),
+            config=run_config(result),
+            dir=str(self.dir),
             job_type=result.get("method"),
-            settings=wandb.Settings(console="off", x_disable_stats=True, silent=True, init_timeout=self.cfg.init_timeout),
+            settings=wandb.Settings(
+                console="off", x_disable_stats=True, silent=True, init_timeout=self.cfg.init_timeout
+            ),
         )
         if self.cfg.mode == "online":
             try:
                 return wandb.init(mode="online", **kwargs)
             except Exception as err:
-                log.warning("W&B online start failed (%s: %s); logging this run offline instead, `wandb sync` it later",
-                            type(err).__name__, str(err).splitlines()[0] if str(err) else "")
+                log.warning(
+                    "W&B online start failed (%s: %s); logging this run offline instead, `wandb sync` it later",
+                    type(err).__name__,
+                    str(err).splitlines()[0] if str(err) else "",
+                )
         return wandb.init(mode="offline", **kwargs)
 
     def _log(self, result: Dict[str, Any]) -> None:
@@ -148,7 +181,9 @@ class WandbTracker:
                     )
                 positions = (result.get("metrics") or {}).get("acceptance_per_position") or []
                 if positions:
-                    table = wandb.Table(columns=["position", "acceptance"], data=[[i, p] for i, p in enumerate(positions, 1)])
+                    table = wandb.Table(
+                        columns=["position", "acceptance"], data=[[i, p] for i, p in enumerate(positions, 1)]
+                    )
                     panels["acceptance_per_position"] = wandb.plot.bar(
                         table, "position", "acceptance", title="P(draft token at position i accepted)"
                     )
