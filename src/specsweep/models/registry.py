@@ -55,7 +55,7 @@ def reference_problem(ref: str) -> Optional[str]:
 
 
 def resolve(ref: str, prepare: bool = True) -> str:
-    """A loadable path or hub id; packaged models are converted on first use when `prepare`."""
+    """A loadable path or hub id; packaged models are verified (converted on first use) when `prepare`."""
     if ref.startswith(packaged.PREFIX):
         model = packaged.PACKAGED_MODELS[ref[len(packaged.PREFIX) :]]
         return str(packaged.convert(model) if prepare else packaged.converted_dir(model))
