@@ -45,6 +45,8 @@ class AcceptanceCounts:
     accepted: int = 0
     num_drafts: int = 0
     accepted_per_position: List[int] = field(default_factory=list)
+    # (drafted, accepted) of each draft step in order, where the engine reports steps (empty where it reports totals)
+    steps: List[Tuple[int, int]] = field(default_factory=list)
 
     def add(self, other: AcceptanceCounts) -> AcceptanceCounts:
         width = max(len(self.accepted_per_position), len(other.accepted_per_position))
@@ -53,12 +55,16 @@ class AcceptanceCounts:
             for i, n in enumerate(counts):
                 per_pos[i] += n
         return AcceptanceCounts(
-            self.drafted + other.drafted, self.accepted + other.accepted, self.num_drafts + other.num_drafts, per_pos
+            self.drafted + other.drafted, self.accepted + other.accepted, self.num_drafts + other.num_drafts, per_pos,
+            self.steps + other.steps,
         )
 
     def record_step(self, drafted: int, accepted: int) -> None:
+        """One verification step: `drafted` tokens proposed, the first `accepted` of them kept (0 drafted: not a
+        draft step)."""
         if drafted <= 0:
             return
+        self.steps.append((drafted, accepted))
         self.drafted += drafted
         self.accepted += accepted
         self.num_drafts += 1

@@ -48,11 +48,24 @@ def load_counts(session) -> Dict[str, int]:
     return {f"{path} [{dtype}, {device}]": n for (path, dtype, device), n in created.items()}
 
 
+def leading_matches(drafted: List[int], appended: List[int]) -> int:
+    """How many drafted tokens were accepted: the leading ones equal to the tokens the target appended there."""
+    accepted = 0
+    for draft, kept in zip(drafted, appended):
+        if draft != kept:
+            break
+        accepted += 1
+    return accepted
+
+
 def _instrument(model) -> None:
     """Count drafted/accepted tokens per verification step by wrapping transformers' candidate generator.
 
-    `_get_candidate_generator` is private API (transformers 5.x); the counts land in `model._specsweep_counts`
-    while a speculative generate() runs and are None otherwise.
+    Accepted means one thing on every backend: a drafted token equal to the token the target appended at that position
+    (vLLM's definition). transformers' own `num_matches` is recomputed after it crops the step at EOS or the length
+    limit, so a correctly drafted EOS would count as the bonus token instead; comparing the drafted tokens with the
+    tokens actually appended avoids that. `_get_candidate_generator` is private API (transformers 5.x); the counts
+    land in `model._specsweep_counts` while a speculative generate() runs and are None otherwise.
     """
     model._specsweep_counts = None
     original = model._get_candidate_generator
@@ -60,16 +73,19 @@ def _instrument(model) -> None:
     def counting_candidate_generator(*args, **kwargs):
         generator = original(*args, **kwargs)
         get_candidates, update = generator.get_candidates, generator.update_candidate_strategy
-        drafted = {"n": 0}
+        step = {"start": 0, "drafted": []}
 
         def get_candidates_counted(input_ids, *a, **kw):
             candidate_ids, candidate_logits = get_candidates(input_ids, *a, **kw)
-            drafted["n"] = candidate_ids.shape[1] - input_ids.shape[1]
+            step["start"] = input_ids.shape[1]
+            step["drafted"] = candidate_ids[0, input_ids.shape[1] :].tolist()
             return candidate_ids, candidate_logits
 
-        def update_counted(input_ids, scores, num_matches):
+        def update_counted(input_ids, scores, num_matches):  # input_ids now holds the tokens this step appended
             if model._specsweep_counts is not None:
-                model._specsweep_counts.record_step(drafted["n"], int(num_matches))
+                drafted, start = step["drafted"], step["start"]
+                appended = input_ids[0, start : start + len(drafted) + 1].tolist()
+                model._specsweep_counts.record_step(len(drafted), leading_matches(drafted, appended))
             return update(input_ids, scores, num_matches)
 
         generator.get_candidates = get_candidates_counted
