@@ -158,15 +158,15 @@ def _spread(values, confidence: float) -> Spread:
 def _stats(spec: Phase, base: Optional[Phase], per_prompt: List[PromptRow], confidence: float) -> Stats:
     """Spreads over generations, and (with a baseline) of the per-prompt speedups."""
     gens = spec.all()
-    return Stats(
+    stats = Stats(
         tokens_per_s=_spread([metrics.tokens_per_s(g) for g in gens], confidence),
         ttft_s=_spread([g.ttft_s for g in gens], confidence),
         tpot_s=_spread([metrics.tpot_s(g) for g in gens], confidence),
-        speedup=_spread([r.speedup for r in per_prompt], confidence) if base is not None else None,
-        baseline_tokens_per_s=_spread([metrics.tokens_per_s(g) for g in base.all()], confidence)
-        if base is not None
-        else None,
     )
+    if base is not None:
+        stats.speedup = _spread([r.speedup for r in per_prompt], confidence)
+        stats.baseline_tokens_per_s = _spread([metrics.tokens_per_s(g) for g in base.all()], confidence)
+    return stats
 
 
 def _summed_acceptance(gens: List[Generation]) -> Optional[AcceptanceCounts]:
@@ -192,7 +192,7 @@ def _prompt_row(prompt: Prompt, spec: List[Generation], base: List[Generation], 
         acceptance_rate=acceptance["acceptance_rate"],
         mean_acceptance_length=acceptance["mean_acceptance_length"],
         baseline_tokens_per_s=baseline_tokens_per_s,
-        speedup=_ratio(tokens_per_s, baseline_tokens_per_s) if base else None,
+        speedup=_ratio(tokens_per_s, baseline_tokens_per_s),
         compared_to_baseline=compared,
         first_mismatch=metrics.first_mismatch(spec[0].output_ids, base[0].output_ids) if compared else None,
         output_text=spec[0].text if spec else None,

@@ -13,28 +13,17 @@ import contextlib
 import logging
 import math
 import os
+from dataclasses import fields
 from pathlib import Path
 from statistics import median
 from typing import Any, Dict, Iterator, List, Optional
 
-from specsweep.results.types import IDENTITY_FIELDS
+from specsweep.results.types import IDENTITY_FIELDS, PromptRow
 from specsweep.tracking.config import LoggerConfig
 
 log = logging.getLogger(__name__)
 
-PER_PROMPT_COLUMNS = (
-    "id",
-    "category",
-    "prompt_tokens",
-    "output_tokens",
-    "tokens_per_s",
-    "baseline_tokens_per_s",
-    "speedup",
-    "acceptance_rate",
-    "mean_acceptance_length",
-    "first_mismatch",
-    "output_text",
-)
+PER_PROMPT_COLUMNS = tuple(f.name for f in fields(PromptRow))  # the W&B per-prompt table: every per_prompt key
 # wandb writes caches and artifact staging under the home directory unless told otherwise.
 _DIR_VARS = {"WANDB_CACHE_DIR": "cache", "WANDB_DATA_DIR": "data"}
 
