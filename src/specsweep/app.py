@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from typing import Any
+from typing import Any, Optional
 
 from omegaconf import DictConfig
 
@@ -51,9 +51,20 @@ def measure(cfg: ExperimentConfig, prompts, session: Session):
 
     meter = make_meter(cfg.energy, session)
     try:
-        return runner.run(cfg, prompts, build_engine, meter, session)
+        sections = runner.run(cfg, prompts, build_engine, meter, session)
     finally:
+        close_error = _close_meter(meter)  # never raises: a meter failing at the end must not lose the measurement
+    sections.energy.meter_error = close_error
+    return sections
+
+
+def _close_meter(meter) -> Optional[str]:
+    try:
         meter.close()
+    except Exception as err:
+        log.error("the energy meter failed to close: %s: %s", type(err).__name__, err)
+        return f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+    return None
 
 
 def dry_run(cfg: ExperimentConfig, session: Session) -> None:

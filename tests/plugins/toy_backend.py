@@ -25,6 +25,7 @@ class ToyBackendConfig(BackendConfig):
 
     name: str = "toy"
     vocab: int = bounded(64, ge=8, le=256)  # bytes are folded into this many token ids
+    token_delay_s: float = bounded(0.0, ge=0)  # sleep per generated token (slow jobs for kill/interrupt tests)
 
     @classmethod
     def supported_methods(cls) -> Tuple[str, ...]:
@@ -39,6 +40,7 @@ class ToyBackendConfig(BackendConfig):
         spec = cfg.speculation
         return {
             "vocab": self.vocab,
+            "token_delay_s": self.token_delay_s,
             "max_new_tokens": cfg.generation.max_new_tokens,
             "lookup": None if spec.method == "none" else {"k": spec.num_speculative_tokens, "n": spec.ngram_max or 2},
         }
@@ -87,6 +89,7 @@ class ToyBackend(Backend):
             if counts is not None:
                 counts.record_step(len(draft), accepted)
             out.append(self._next(ids + out))  # the verifier's own token (the bonus token when all were accepted)
+            time.sleep(self.native["token_delay_s"])
             first = first or time.perf_counter()
         return Generation(prompt.id, len(ids), out, time.perf_counter() - start, first - start, counts, text=str(out))
 

@@ -7,14 +7,17 @@ import contextlib
 import json
 import logging
 import math
+import signal
 import sys
+import threading
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from specsweep.results import store
-from specsweep.results.types import Energy, Lossless, Metrics, Result, now
+from specsweep.results.types import Energy, Lossless, Metrics, Result, now, summary_row
+from specsweep.results.validity import changed, validity
 
 log = logging.getLogger("specsweep")
 
@@ -32,6 +35,7 @@ class JobPaths:
     store: Path
     overrides: List[str]
     multirun: bool
+    remeasured_because: Optional[List[str]] = None  # set when an earlier ok result of this config no longer holds
 
     @classmethod
     def from_hydra(cls) -> JobPaths:
@@ -48,14 +52,26 @@ class JobPaths:
 
 
 def reusable_result(cfg, job: JobPaths) -> Optional[Dict[str, Any]]:
-    """An earlier ok result of this exact config (skipped unless force=true), or None."""
+    """An earlier ok result of this exact config (None with force=true), recorded in this job's run dir and table
+    marked `reused_from`, so the sweep that reused it is complete."""
     if cfg.force:
         return None
     done = store.find_done(job.store, store.config_hash(cfg))
     if done is None:
         return None
-    log.info("skipping: this config already has an ok result in %s (force=true reruns it)", done["run_dir"])
-    return json.loads((Path(done["run_dir"]) / store.RESULT_FILE).read_text())
+    prior = json.loads((Path(done["run_dir"]) / store.RESULT_FILE).read_text())
+    current = validity(cfg)
+    if (prior.get("validity") or {}).get("key") != current["key"]:
+        because = changed(prior.get("validity"), current)
+        log.warning("measuring again: the ok result in %s no longer holds (changed: %s)", done["run_dir"], ", ".join(because))
+        job.remeasured_because = because
+        return None
+    log.info("reusing the ok result of this config in %s (force=true measures again)", done["run_dir"])
+    reused = {**prior, "reused_from": prior.get("reused_from") or done["run_dir"], "overrides": job.overrides}
+    store.write_result(job.run_dir, reused)
+    row = summary_row(reused, job.run_dir)
+    _guarded(f"append to {job.table}", lambda: store.append_row(job.table, row))
+    return reused
 
 
 def _one_line(err: BaseException) -> str:
@@ -63,30 +79,73 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
 
 
+class JobInterrupted(BaseException):
+    """SIGTERM (how SLURM and submitit end a job at its time limit), raised where the job is, so it is recorded."""
+
+
+def _guarded(step: str, action) -> None:
+    """One epilogue step; its failure is logged and does not stop the steps after it."""
+    try:
+        action()
+    except Exception as err:
+        log.error("could not %s: %s: %s", step, type(err).__name__, err)
+
+
 def _record(result: Result, cfg, job: JobPaths) -> None:
+    """result.json first (the record that matters), then the table rows, then the tracker, each on its own."""
     from specsweep.tracking import make_tracker
 
     result.finished_at = now()
-    store.write_result(job.run_dir, result.to_dict())
+    _guarded(f"write {job.run_dir / store.RESULT_FILE}", lambda: store.write_result(job.run_dir, result.to_dict()))
     row = result.summary_row(job.run_dir)
-    store.append_row(job.table, row)
+    _guarded(f"append to {job.table}", lambda: store.append_row(job.table, row))
     if job.store != job.table:
-        store.append_row(job.store, row)
-    make_tracker(cfg.logger, job.run_dir, job.table.parent if job.multirun else None).log_result(result.to_dict())
+        _guarded(f"append to {job.store}", lambda: store.append_row(job.store, row))
+    tracker = make_tracker(cfg.logger, job.run_dir, job.table.parent if job.multirun else None)
+    _guarded("log to the tracker", lambda: tracker.log_result(result.to_dict()))
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise JobInterrupted(f"{signal.Signals(signum).name} received")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
 def recording(cfg, job: JobPaths) -> Iterator[Result]:
-    """Yield the job's Result; on exit it is recorded (ok, or failed with the error) and a failure raises JobFailed."""
+    """Yield the job's Result and record it however the job ends.
+
+    A `running` record is written first, so a job killed outright (SIGKILL, the OOM killer) leaves one. An error is
+    recorded as `failed` (then JobFailed is raised: the sweep goes on); Ctrl-C and SIGTERM as `interrupted` (then the
+    process exits 130 or 143: the sweep stops). A rerun measures every job that has no ok result.
+    """
     result = Result.start(cfg, store.config_hash(cfg), job.overrides)
+    result.validity = {**validity(cfg), "remeasured_because": job.remeasured_because}
+    store.write_result(job.run_dir, result.to_dict())
     try:
-        yield result
+        with _sigterm_raises():
+            yield result
         result.status = "ok"
+    except (KeyboardInterrupt, JobInterrupted) as err:
+        result.status, result.error = "interrupted", str(err) or type(err).__name__
     except Exception as err:  # a failed job is recorded, never lost, and the sweep goes on
         result.status, result.error = "failed", _one_line(err)
         log.error("job failed: %s\n%s", result.error, traceback.format_exc())
     finally:
         _record(result, cfg, job)
+    if result.status == "interrupted":
+        print(f"specsweep: interrupted ({result.error}); recorded in {job.run_dir}", file=sys.stderr)
+        sys.exit(130 if result.error == "KeyboardInterrupt" else 143)
     if result.status != "ok":
         raise JobFailed(result.error)
 

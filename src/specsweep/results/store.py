@@ -8,6 +8,8 @@ import json
 import math
 import os
 import tempfile
+import time
+import uuid
 from dataclasses import asdict
 from enum import Enum
 from pathlib import Path
@@ -50,32 +52,78 @@ def write_result(run_dir: Path, result: Dict[str, Any]) -> Path:
     return path
 
 
+def rows_dir(table: Path) -> Path:
+    """One file per row beside a table (`results.jsonl` -> `results.rows/`): safe where flock is not (some network
+    file systems give each node its own lock, so appends from SLURM jobs on different nodes could interleave)."""
+    return table.with_name(table.stem + ".rows")
+
+
 def append_row(table: Path, row: Dict[str, Any]) -> None:
-    """Append one JSON line under an exclusive lock (parallel launchers share the table)."""
+    """Record one row twice: its own file in `rows_dir(table)` (written whole, then renamed: atomic on every file
+    system, NFS included), and one JSON line appended to the table under an exclusive lock, for people and `jq`."""
     table.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(row, default=str) + "\n"
-    with open(table, "a") as f:
+    line = json.dumps(row, default=str)
+    rows = rows_dir(table)
+    rows.mkdir(exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=rows, prefix=".row.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, rows / f"{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.json")
+    with open(table, "ab+") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
-            f.write(line)
+            f.seek(0, os.SEEK_END)
+            if f.tell() > 0:  # a line torn by a killed writer must not swallow this one: end it first
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    f.write(b"\n")
+            f.write(line.encode() + b"\n")
             f.flush()
             os.fsync(f.fileno())
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def read_table(table: Path) -> Iterator[Dict[str, Any]]:
-    """Rows of a results table; a line torn by a killed process is skipped, never fatal."""
+def _table_rows(table: Path) -> Iterator[Dict[str, Any]]:
     if not table.is_file():
         return
-    with open(table) as f:
+    with open(table, encoding="utf-8") as f:
         for line in f:
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError:
+            except json.JSONDecodeError:  # torn by a killed process
                 continue
             if isinstance(row, dict):
                 yield row
+
+
+def _row_files(table: Path) -> Iterator[Dict[str, Any]]:
+    rows = rows_dir(table)
+    for path in sorted(rows.glob("*.json")) if rows.is_dir() else ():
+        try:
+            row = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(row, dict):
+            yield row
+
+
+def _row_key(row: Dict[str, Any]) -> str:
+    return json.dumps(row, sort_keys=True, default=str)
+
+
+def read_table(table: Path) -> Iterator[Dict[str, Any]]:
+    """Every row of a results table: the row files, then any table line they lack (tables written before row files
+    existed, or a row file lost); torn lines are skipped, never fatal. Row files come in the order they were written."""
+    seen = set()
+    for row in _row_files(table):
+        seen.add(_row_key(row))
+        yield row
+    for row in _table_rows(table):
+        if _row_key(row) not in seen:
+            yield row
 
 
 def find_done(table: Path, cfg_hash: str) -> Optional[Dict[str, Any]]:

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Literal, Optional
 
 from specsweep.results.store import clean
 
-Status = Literal["running", "ok", "failed"]
+Status = Literal["running", "ok", "failed", "interrupted"]
 
 # What identifies a job: its config hash, and the settings a reader compares jobs by.
 IDENTITY_FIELDS = ("config_hash", "backend", "method", "k", "ngram_min", "ngram_max", "model", "dataset", "overrides")
@@ -196,6 +196,9 @@ class Energy:
     energy_ratio: Optional[float] = doc("joules_per_token / baseline_joules_per_token", default=None)
     baseline_unavailable_reason: Optional[str] = doc("why baseline_joules is null, when a baseline ran", default=None)
     idle_corrected: Optional[IdleCorrected] = doc("the same figures with idle power subtracted", default=None)
+    meter_error: Optional[str] = doc(
+        "an error the energy meter raised when it was closed (the figures above were read before it)", default=None
+    )
 
 
 @dataclass(kw_only=True)
@@ -260,8 +263,10 @@ class MeasuredSections:
 class Result:
     """result.json: one job of a run or sweep. A failed job keeps every section it got to (null: not reached)."""
 
-    status: Status = doc("ok or failed (running: the job has not finished)")
-    error: Optional[str] = doc("one line, when status is failed")
+    status: Status = doc(
+        "ok, failed, or interrupted (Ctrl-C, SIGTERM); running: not finished, or killed before it could say so"
+    )
+    error: Optional[str] = doc("one line, when status is failed or interrupted")
     config_hash: str = doc("hash of the resolved config (what reruns are keyed by)")
     backend: str = doc("engine backend")
     method: str = doc("speculation method")
@@ -286,6 +291,15 @@ class Result:
         "the engine's facts: package versions, device, dtype, threads (keys vary by backend)", default=None
     )
     theory: Optional[Theory] = doc("predicted vs. measured speedup (null without speculation)", default=None)
+    validity: Optional[Dict[str, Any]] = doc(
+        "what the result depends on beyond the config (prompt file content, versions, weights, host, threads): "
+        "`key`, its `parts`, and `remeasured_because` when an earlier result of this config no longer held",
+        default=None,
+    )
+    reused_from: Optional[str] = doc(
+        "run dir of the earlier ok result of this exact config that this job reused instead of measuring again",
+        default=None,
+    )
 
     @classmethod
     def start(cls, cfg, cfg_hash: str, overrides: List[str]) -> Result:
@@ -320,17 +334,22 @@ class Result:
 
     def summary_row(self, run_dir) -> Dict[str, Any]:
         """The job's row in the results tables."""
-        energy = asdict(self.energy) if self.energy else {}
-        stats = asdict(self.stats) if self.stats else {}
-        row = {
-            "status": self.status,
-            "error": self.error,
-            **self.identity(),
-            "run_dir": str(run_dir),
-            "metrics": asdict(self.metrics) if self.metrics else {},
-            "energy": {name: energy.get(name) for name in ROW_ENERGY},
-            "stats": {name: stats[name] for name in ROW_STATS if name in stats},
-            "theory": asdict(self.theory) if self.theory else None,
-            "finished_at": self.finished_at,
-        }
-        return clean(row)
+        return summary_row(self.to_dict(), run_dir)
+
+
+def summary_row(result: Dict[str, Any], run_dir) -> Dict[str, Any]:
+    """A result.json's row in the results tables (from its JSON form, so a stored result gives the same row)."""
+    energy, stats = result.get("energy") or {}, result.get("stats") or {}
+    row = {
+        "status": result.get("status"),
+        "error": result.get("error"),
+        **{name: result.get(name) for name in IDENTITY_FIELDS},
+        "run_dir": str(run_dir),
+        "reused_from": result.get("reused_from"),
+        "metrics": result.get("metrics") or {},
+        "energy": {name: energy.get(name) for name in ROW_ENERGY},
+        "stats": {name: stats[name] for name in ROW_STATS if name in stats},
+        "theory": result.get("theory"),
+        "finished_at": result.get("finished_at"),
+    }
+    return clean(row)
