@@ -141,3 +141,24 @@ def test_an_unwritable_wandb_dir_and_an_unreachable_server_keep_local_results(tm
         assert proc.returncode == 0, proc.stderr[-2000:]
     assert [r["status"] for r in results_in(tmp_path)] == ["ok", "ok"]
     assert len(list(store.read_table(tmp_path / "outputs" / "runs" / store.TABLE_FILE))) == 2
+
+
+def test_a_meter_that_fails_to_close_keeps_the_measurement(tiny_model_dir, monkeypatch):
+    from specsweep import app, energy
+    from specsweep.config.compose import compose_config
+    from specsweep.config.validate import validate
+    from specsweep.session import Session
+
+    class FailingClose(energy.NoEnergyMeter):
+        def close(self) -> None:
+            raise OSError("powercap counter vanished")
+
+    monkeypatch.setattr(energy, "make_meter", lambda cfg, session: FailingClose())
+    cfg = compose_config(["speculation=ngram", f"model.target={tiny_model_dir}", "model.draft=null", "model.name=tiny",
+                          "backend.dtype=float32", "dataset.num_prompts=1", "generation.max_new_tokens=8",
+                          "measurement.repetitions=1"])
+    session = Session()
+    sections = app.measure(cfg, validate(cfg, session), session)
+    assert sections.metrics.tokens_per_s > 0 and sections.lossless.checked
+    assert sections.energy.meter_error == "OSError: powercap counter vanished"
+    session.close()
