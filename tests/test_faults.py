@@ -162,3 +162,24 @@ def test_a_meter_that_fails_to_close_keeps_the_measurement(tiny_model_dir, monke
     assert sections.metrics.tokens_per_s > 0 and sections.lossless.checked
     assert sections.energy.meter_error == "OSError: powercap counter vanished"
     session.close()
+
+
+def test_a_grid_sweep_with_invalid_jobs_is_refused_whole_before_anything_runs(tmp_path):
+    args = toy_args(tmp_path, "speculation=ngram,none,eagle", "speculation.num_speculative_tokens=3")
+    proc = run_main("-m", *args, cwd=tmp_path, env=toy_env(), timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0].startswith("specsweep: config error: 2 of 3 sweep jobs are invalid")
+    assert "speculation=none" in lines[1] and "expected null when speculation.method=none" in lines[1]
+    assert "speculation=eagle" in lines[2] and "a method backend=toy supports: none, ngram" in lines[2]
+    assert len(lines) == 3 and not (tmp_path / "outputs").exists()
+
+
+def test_run_valid_runs_the_rest_and_the_sweep_ends_with_a_summary_and_exit_1(tmp_path):
+    args = toy_args(tmp_path, "speculation=ngram,none", "speculation.num_speculative_tokens=3")
+    proc = run_main("-m", *args, "--run-valid", cwd=tmp_path, env=toy_env(), timeout=300)
+    assert proc.returncode == 1
+    output = proc.stdout + proc.stderr
+    assert "Traceback" not in output and "Error executing job" not in output
+    assert "specsweep: 1 of 2 jobs did not end ok:" in proc.stderr
+    assert sorted(r["status"] for r in results_in(tmp_path)) == ["failed", "ok"]

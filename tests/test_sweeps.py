@@ -93,10 +93,13 @@ def test_sigkill_mid_sweep_keeps_finished_results_and_the_rerun_skips_them(tmp_p
     rerun = run_main(*args, cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     output = rerun.stdout + rerun.stderr
-    assert output.count("skipping: this config already has an ok result") == len(done)
+    assert output.count("reusing the ok result of this config") == len(done)
     ok = {r["k"] for r in results_in(tmp_path) if r["status"] == "ok"}
     assert ok == {1, 2, 3}
-    assert sum(1 for r in results_in(tmp_path) if r["status"] == "ok") == 3  # nothing measured twice
+    measured = [r for r in results_in(tmp_path) if r["status"] == "ok" and r["reused_from"] is None]
+    assert len(measured) == 3  # nothing measured twice
+    reused = [r for r in results_in(tmp_path) if r["reused_from"]]  # ... and the rerun's sweep lists the reused jobs
+    assert len(reused) == len(done) and {r["config_hash"] for r in reused} == {r["config_hash"] for r in done}
 
 
 @pytest.mark.slow

@@ -1,7 +1,8 @@
 """One experiment, start to finish: validate -> map -> run + measure -> record -> objective.
 
 `run` reads as the recipe; each step is one call into one module. Failure handling lives in one place:
-`results.recording`, which writes result.json, the table rows and the tracker whatever happens inside it.
+`results.recording`, which writes result.json, the table rows and the tracker whatever happens inside it (a sweep's
+failed jobs are then summed up once, by `sweep.SweepSummary`, when the sweep ends).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ def run(dcfg: DictConfig, session: Session) -> Any:
         prompts = validate(cfg, session)  # single runs were validated before Hydra started: a no-op then
         result.native_config = backends.native_config(cfg, resolve_models(cfg))
         result.measured(measure(cfg, prompts, session))
+    if result.status != "ok":
+        return results.failed_job(result, cfg, job)
     results.print_summary(result)
     return results.objective(result, cfg.measurement.objective)
 

@@ -44,6 +44,10 @@ def precheck(conf_dir: Path, argv: List[str], session) -> List[str]:
     argv = ["dry_run=true" if a == "--dry-run" else a for a in argv]
     if any(a.startswith(("hparams_search=", "+hparams_search=", "hydra/sweeper=optuna")) for a in argv):
         Path("outputs/optuna").mkdir(parents=True, exist_ok=True)  # the studies' SQLite files live here
+    run_valid = "--run-valid" in argv
+    argv = [a for a in argv if a != "--run-valid"]
+    if any(a in ("-m", "--multirun") for a in argv) and not run_valid:
+        check_grid(conf_dir, argv, session)
     if any(a.split("=")[0] in HYDRA_FLAGS for a in argv):
         return argv
     cfg = check_overrides(conf_dir, [a for a in argv if not a.startswith(("hydra.", "hydra/"))], session)
@@ -53,6 +57,29 @@ def precheck(conf_dir: Path, argv: List[str], session) -> List[str]:
         dry_run(cfg, session)
         sys.exit(0)
     return argv
+
+
+def check_grid(conf_dir: Path, argv: List[str], session) -> None:
+    """A grid sweep's jobs are known before the first runs: validate them all, report every invalid one (exit 2).
+    Sweeps whose jobs a sweeper chooses (hparams_search, another hydra/sweeper) are validated job by job instead."""
+    from specsweep.config.compose import compose_config
+    from specsweep.config.validate import ConfigError, validate
+    from specsweep.sweep import grid_jobs
+
+    overrides = [a for a in argv if not a.startswith("-") and not a.startswith(("hydra.", "hydra/"))]
+    if any(a.split("=")[0].lstrip("+~") in ("hparams_search", "hydra/sweeper") for a in argv):
+        return
+    invalid = []
+    jobs = grid_jobs(overrides)
+    for number, job in enumerate(jobs):
+        try:
+            validate(compose_config(job, conf_dir), session)
+        except ConfigError as err:
+            invalid.append(f"  job {number} [{','.join(job)}]: {err}")
+    if invalid:
+        print(f"specsweep: config error: {len(invalid)} of {len(jobs)} sweep jobs are invalid (nothing ran; "
+              "--run-valid runs the valid ones and records the others as failed):\n" + "\n".join(invalid), file=sys.stderr)
+        sys.exit(2)
 
 
 def check_overrides(conf_dir: Path, overrides: List[str], session):

@@ -1,6 +1,13 @@
-"""Optuna define-by-run search spaces that the sweeper's flat `params` cannot express."""
+"""Sweep-level pieces: the end-of-sweep summary (a Hydra callback), the grid's jobs expanded up front for validation,
+and Optuna define-by-run search spaces that the sweeper's flat `params` cannot express."""
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, List
+
+from hydra.experimental.callback import Callback
 
 NGRAM_WINDOW_LIMIT = 5
 
@@ -9,3 +16,37 @@ def ngram_window(cfg, trial) -> None:
     """ngram_min in [1, limit], then ngram_max in [ngram_min, limit]: every sampled window is valid."""
     low = trial.suggest_int("speculation.ngram_min", 1, NGRAM_WINDOW_LIMIT)
     trial.suggest_int("speculation.ngram_max", low, NGRAM_WINDOW_LIMIT)
+
+
+def grid_jobs(overrides: List[str]) -> List[List[str]]:
+    """The override list of every job a basic-sweeper multirun will launch (Hydra's own expansion)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return BasicSweeper.split_arguments(parsed, None)[0]
+
+
+def _job_line(row: dict) -> str:
+    where = Path(str(row.get("run_dir"))).name
+    overrides = ",".join(row.get("overrides") or []) or "(no overrides)"
+    return f"  job {where} [{overrides}]: {row.get('status')}: {row.get('error')}"
+
+
+class SweepSummary(Callback):
+    """When a multirun ends (in the launching process, whatever the launcher): one line per job that did not end ok,
+    and exit 1 if there was any (or if no job recorded anything), so a sweep never looks green when it was not."""
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        from specsweep.results import store
+
+        rows = list(store.read_table(Path(config.hydra.sweep.dir) / store.TABLE_FILE))
+        bad = [row for row in rows if row.get("status") != "ok"]
+        if rows and not bad:
+            return
+        if not rows:
+            print(f"specsweep: no job of the sweep in {config.hydra.sweep.dir} recorded a result", file=sys.stderr)
+        else:
+            lines = "\n".join(_job_line(row) for row in bad)
+            print(f"specsweep: {len(bad)} of {len(rows)} jobs did not end ok:\n{lines}", file=sys.stderr)
+        sys.exit(1)

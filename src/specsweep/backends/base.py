@@ -128,7 +128,8 @@ def encode_prompt(tokenizer, text: str, chat_template: bool) -> List[int]:
         encoded = tokenizer.apply_chat_template(
             [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True, return_dict=True
         )
-        return list(encoded["input_ids"])
+        # transformers gives a BatchEncoding; mlx-lm's TokenizerWrapper gives the ids whatever return_dict says
+        return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
     return list(tokenizer.encode(text))
 
 

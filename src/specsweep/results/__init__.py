@@ -1,7 +1,7 @@
 """Results: the typed result of a job (`types`), the files and tables it lands in (`store`), and recording a job
 whatever happens (`job`)."""
 
-from specsweep.results.job import JobFailed, JobPaths, objective, print_summary, recording, reusable_result
+from specsweep.results.job import JobFailed, JobPaths, failed_job, objective, print_summary, recording, reusable_result
 from specsweep.results.store import (
     RESULT_FILE,
     TABLE_FILE,
@@ -15,7 +15,7 @@ from specsweep.results.store import (
 from specsweep.results.types import IDENTITY_FIELDS, Result
 
 __all__ = [
-    "IDENTITY_FIELDS", "RESULT_FILE", "TABLE_FILE", "JobFailed", "JobPaths", "Result", "append_row", "clean",
+    "IDENTITY_FIELDS", "RESULT_FILE", "TABLE_FILE", "JobFailed", "JobPaths", "Result", "append_row", "clean", "failed_job",
     "config_hash", "find_done", "objective", "print_summary", "read_table", "recording", "reusable_result",
     "write_result",
 ]

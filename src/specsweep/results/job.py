@@ -23,7 +23,7 @@ log = logging.getLogger("specsweep")
 
 
 class JobFailed(RuntimeError):
-    """The job ran and failed; its result.json says why (Hydra counts it as a failed job)."""
+    """Raised to a sweeper that records failed trials from the job's exception (Optuna's marks the trial FAIL)."""
 
 
 @dataclass
@@ -35,6 +35,7 @@ class JobPaths:
     store: Path
     overrides: List[str]
     multirun: bool
+    basic_sweeper: bool = True  # Hydra's grid sweeper: it would re-raise a job's exception with a traceback
     remeasured_because: Optional[List[str]] = None  # set when an earlier ok result of this config no longer holds
 
     @classmethod
@@ -48,7 +49,8 @@ class JobPaths:
         run_dir = Path(hc.runtime.output_dir)
         table = (Path(hc.sweep.dir) if multirun else run_dir.parent) / store.TABLE_FILE
         global_store = Path(get_original_cwd()) / "outputs" / store.TABLE_FILE
-        return cls(run_dir, table, global_store, list(hc.overrides.task), multirun)
+        basic = str(hc.sweeper.get("_target_", "")).endswith("BasicSweeper")
+        return cls(run_dir, table, global_store, list(hc.overrides.task), multirun, basic)
 
 
 def reusable_result(cfg, job: JobPaths) -> Optional[Dict[str, Any]]:
@@ -126,8 +128,8 @@ def recording(cfg, job: JobPaths) -> Iterator[Result]:
     """Yield the job's Result and record it however the job ends.
 
     A `running` record is written first, so a job killed outright (SIGKILL, the OOM killer) leaves one. An error is
-    recorded as `failed` (then JobFailed is raised: the sweep goes on); Ctrl-C and SIGTERM as `interrupted` (then the
-    process exits 130 or 143: the sweep stops). A rerun measures every job that has no ok result.
+    recorded as `failed` (the caller decides what follows: `failed_job`); Ctrl-C and SIGTERM as `interrupted` (then
+    the process exits 130 or 143: the sweep stops). A rerun measures every job that has no ok result.
     """
     result = Result.start(cfg, store.config_hash(cfg), job.overrides)
     result.validity = {**validity(cfg), "remeasured_because": job.remeasured_because}
@@ -139,15 +141,28 @@ def recording(cfg, job: JobPaths) -> Iterator[Result]:
     except (KeyboardInterrupt, JobInterrupted) as err:
         result.status, result.error = "interrupted", str(err) or type(err).__name__
     except Exception as err:  # a failed job is recorded, never lost, and the sweep goes on
+        from specsweep.config.validate import ConfigError
+
         result.status, result.error = "failed", _one_line(err)
-        log.error("job failed: %s\n%s", result.error, traceback.format_exc())
+        trace = "" if isinstance(err, ConfigError) else "\n" + traceback.format_exc()  # a config error is its line
+        log.error("job failed: %s%s", result.error, trace)
     finally:
         _record(result, cfg, job)
     if result.status == "interrupted":
         print(f"specsweep: interrupted ({result.error}); recorded in {job.run_dir}", file=sys.stderr)
         sys.exit(130 if result.error == "KeyboardInterrupt" else 143)
-    if result.status != "ok":
+
+
+def failed_job(result: Result, cfg, job: JobPaths) -> Any:
+    """After a failed job: one line; a single run then exits 1. In a sweep the sweep goes on and its summary exits
+    non-zero at the end: a grid sweep gets a NaN objective, another sweeper (Optuna) the exception it marks FAIL."""
+    print(f"specsweep: job failed: {result.error} (recorded in {job.run_dir / store.RESULT_FILE})", file=sys.stderr)
+    if not job.multirun:
+        sys.exit(1)
+    if not job.basic_sweeper:
         raise JobFailed(result.error)
+    nan = tuple(math.nan for _ in cfg.measurement.objective)
+    return nan[0] if len(nan) == 1 else nan
 
 
 def objective(result, paths: Sequence[str]) -> Any:
