@@ -183,3 +183,22 @@ def test_run_valid_runs_the_rest_and_the_sweep_ends_with_a_summary_and_exit_1(tm
     assert "Traceback" not in output and "Error executing job" not in output
     assert "specsweep: 1 of 2 jobs did not end ok:" in proc.stderr
     assert sorted(r["status"] for r in results_in(tmp_path)) == ["failed", "ok"]
+
+
+def test_secret_looking_values_never_reach_results_tables_or_wandb(tmp_path):
+    from specsweep.results.redact import is_secret
+
+    assert is_secret("hf_token") and is_secret("WANDB_API_KEY") and is_secret("password") and is_secret("auth")
+    assert not any(map(is_secret, ["max_new_tokens", "num_speculative_tokens", "kv_cache_gib", "cache_key", "keys"]))
+    secret = "hf_sekrit_value_123"
+    args = [a for a in toy_args(tmp_path) if a != "logger=none"]
+    proc = run_main(*args, "logger=wandb", f"+speculation.backend_overrides.hf_token={secret}", cwd=tmp_path,
+                    env={**toy_env(), "HOME": str(tmp_path / "home")}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (result,) = results_in(tmp_path)
+    assert result["config"]["speculation"]["backend_overrides"]["hf_token"] == "<redacted>"
+    assert "+speculation.backend_overrides.hf_token=<redacted>" in result["overrides"]
+    leaks = [p for p in (tmp_path / "outputs").rglob("*") if p.is_file() and ".hydra" not in p.parts
+             and secret.encode() in p.read_bytes()]
+    assert not leaks  # result.json, the tables, the row files and the offline W&B run (config, name) are clean
+    assert list((tmp_path / "outputs").rglob("run-*.wandb"))  # the W&B run was written

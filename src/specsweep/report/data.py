@@ -67,6 +67,15 @@ def table_paths(paths: List[Path]) -> List[Path]:
     return out
 
 
+def _per_prompt(row: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The per-prompt rows of the row's result.json, only if that file is this job's (same config hash)."""
+    try:
+        stored = json.loads((Path(row.get("run_dir", "")) / results.RESULT_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
+    return (stored.get("per_prompt") or []) if stored.get("config_hash") == row.get("config_hash") else []
+
+
 def load_jobs(paths: List[Path]) -> List[Job]:
     """Every job of the given sweeps; a config run several times keeps its latest row (ok preferred)."""
     latest: Dict[str, Dict[str, Any]] = {}
@@ -78,14 +87,7 @@ def load_jobs(paths: List[Path]) -> List[Job]:
                 latest[key] = row
     jobs = []
     for row in latest.values():
-        per_prompt = []
-        try:
-            per_prompt = (
-                json.loads((Path(row.get("run_dir", "")) / results.RESULT_FILE).read_text()).get("per_prompt") or []
-            )
-        except (OSError, json.JSONDecodeError):
-            pass
-        jobs.append(Job(row, per_prompt))
+        jobs.append(Job(row, _per_prompt(row)))
     return sorted(jobs, key=lambda j: (tuple(str(x) for x in j.series), j.k if j.k is not None else -1))
 
 

@@ -17,6 +17,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from specsweep.results import store
 from specsweep.results.types import Energy, Lossless, Metrics, Result, now, summary_row
+from specsweep.results.redact import redact_overrides
 from specsweep.results.validity import changed, validity
 
 log = logging.getLogger("specsweep")
@@ -69,7 +70,7 @@ def reusable_result(cfg, job: JobPaths) -> Optional[Dict[str, Any]]:
         job.remeasured_because = because
         return None
     log.info("reusing the ok result of this config in %s (force=true measures again)", done["run_dir"])
-    reused = {**prior, "reused_from": prior.get("reused_from") or done["run_dir"], "overrides": job.overrides}
+    reused = {**prior, "reused_from": prior.get("reused_from") or done["run_dir"], "overrides": redact_overrides(job.overrides)}
     store.write_result(job.run_dir, reused)
     row = summary_row(reused, job.run_dir)
     _guarded(f"append to {job.table}", lambda: store.append_row(job.table, row))

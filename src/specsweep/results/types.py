@@ -14,6 +14,7 @@ import datetime as dt
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, List, Literal, Optional
 
+from specsweep.results.redact import redact, redact_overrides
 from specsweep.results.store import clean
 
 Status = Literal["running", "ok", "failed", "interrupted"]
@@ -329,8 +330,10 @@ class Result:
         return {name: getattr(self, name) for name in IDENTITY_FIELDS}
 
     def to_dict(self) -> Dict[str, Any]:
-        """The JSON form (NaN and infinities become null)."""
-        return clean(asdict(self))
+        """The JSON form (NaN and infinities become null; secret-looking values redacted, see results/redact.py)."""
+        data = redact(clean(asdict(self)))
+        data["overrides"] = redact_overrides(data["overrides"])
+        return data
 
     def summary_row(self, run_dir) -> Dict[str, Any]:
         """The job's row in the results tables."""
