@@ -1,7 +1,26 @@
 #!/usr/bin/env bash
-# Set up (idempotent) and run the whole test suite, slow integration tests included.
+# The test command. With no arguments but pytest flags (e.g. -q), it runs in lanes so a trivial break fails early:
+#   1. setup without the model conversion, then lint (ruff check, ruff format --check)
+#   2. the fast lane: pytest -m "not slow" (no real engine on real weights)
+#   3. setup's one-time model conversion, then the slow lane: pytest -m slow (real engines, real weights, servers)
+# With a test path or expression it sets everything up and hands the arguments to pytest as they are:
+#   bash scripts/test.sh tests/test_config.py -x
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# SPECSWEEP_SKIP_SETUP=1: the caller has just run setup (.ci/run does, before linting).
-[ "${SPECSWEEP_SKIP_SETUP:-0}" = 1 ] || bash scripts/setup.sh
-exec .venv/bin/python -m pytest "$@"
+lanes=1
+for arg in "$@"; do [[ "$arg" == -* ]] || lanes=0; done
+if [ "$lanes" = 0 ]; then
+  bash scripts/setup.sh
+  exec .venv/bin/python -m pytest "$@"
+fi
+bash scripts/setup.sh --no-convert
+echo "== lint"
+lint=0
+.venv/bin/ruff check . || lint=1
+.venv/bin/ruff format --check . || lint=1
+[ "$lint" = 0 ] || { echo "lint failed: ruff check / ruff format --check reported findings (see above)" >&2; exit 1; }
+echo "== fast lane"
+.venv/bin/python -m pytest -m "not slow" "$@"
+echo "== slow lane"
+bash scripts/setup.sh
+.venv/bin/python -m pytest -m slow "$@"

@@ -13,9 +13,25 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+# Variables a developer's shell may carry that would let a test reach their accounts or caches.
+FOREIGN_ENV = ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_BASE_URL",
+               "WANDB_ENTITY", "WANDB_PROJECT", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HOME")
+
+
+def isolated_env(cwd: Path) -> dict:
+    """The environment of a `main.py` a test starts: HOME and the W&B and HF state under `cwd`, no tokens; the model
+    cache stays the shared one (it is what setup prepared)."""
+    from specsweep.models.packaged import cache_root
+
+    env = {k: v for k, v in os.environ.items() if k not in FOREIGN_ENV}
+    home = Path(cwd) / ".home"
+    env.update(HOME=str(home), HF_HOME=str(home / "hf"), SPECSWEEP_CACHE=str(cache_root()))
+    return env
+
+
 def run_main(*args: str, cwd: Path, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
-    """`python main.py ARGS` in `cwd` (outputs/ lands there); returns the finished process."""
-    full_env = {**os.environ, **(env or {})}
+    """`python main.py ARGS` in `cwd` (outputs/ lands there), in an isolated environment (`env` is laid over it)."""
+    full_env = {**isolated_env(cwd), **(env or {})}
     return subprocess.run(
         [sys.executable, str(REPO / "main.py"), *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, results_in, run_main
+from conftest import REPO, isolated_env, results_in, run_main
 from specsweep.results import store
 
 PLUGINS = REPO / "tests" / "plugins"
@@ -35,7 +35,7 @@ def toy_env() -> dict:
 def start_job(tmp_path: Path, *extra: str) -> subprocess.Popen:
     """A job slow enough to be caught mid-run (0.05 s per token)."""
     args = toy_args(tmp_path, "backend.token_delay_s=0.05", "measurement.repetitions=50", *extra)
-    return subprocess.Popen([sys.executable, str(REPO / "main.py"), *args], cwd=tmp_path, env={**os.environ, **toy_env()},
+    return subprocess.Popen([sys.executable, str(REPO / "main.py"), *args], cwd=tmp_path, env={**isolated_env(tmp_path), **toy_env()},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -143,6 +143,7 @@ def test_an_unwritable_wandb_dir_and_an_unreachable_server_keep_local_results(tm
     assert len(list(store.read_table(tmp_path / "outputs" / "runs" / store.TABLE_FILE))) == 2
 
 
+@pytest.mark.slow  # its tiny model borrows the packaged tokenizer, so it needs the converted 0.5B
 def test_a_meter_that_fails_to_close_keeps_the_measurement(tiny_model_dir, monkeypatch):
     from specsweep import app, energy
     from specsweep.config.compose import compose_config

@@ -60,7 +60,7 @@ def test_schema_says_every_key_is_written_and_no_other(schema):
         assert node["required"] == list(node["properties"]) and node["additionalProperties"] is False
         assert node["description"]
         assert all(prop.get("description") for prop in node["properties"].values()), node["title"]
-    assert schema["properties"]["status"]["enum"] == ["running", "ok", "failed"]
+    assert schema["properties"]["status"]["enum"] == ["running", "ok", "failed", "interrupted"]
     assert {"type": "null"} in schema["properties"]["metrics"]["anyOf"]  # a failed job may not have reached it
 
 

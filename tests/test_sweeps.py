@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import REPO, results_in, run_main
+from conftest import REPO, isolated_env, results_in, run_main
 from specsweep.sweep import NGRAM_WINDOW_LIMIT, ngram_window
 
 SMALL = ["dataset.num_prompts=2", "generation.max_new_tokens=8", "measurement.repetitions=1", "logger=none"]
@@ -79,7 +79,7 @@ def test_failed_trials_are_recorded_fail_and_the_study_goes_on(tmp_path, tiny_mo
 def test_sigkill_mid_sweep_keeps_finished_results_and_the_rerun_skips_them(tmp_path, tiny_model_dir):
     args = ["-m", "speculation.num_speculative_tokens=1,2,3", *SMALL, *tiny(tiny_model_dir)]
     proc = subprocess.Popen([sys.executable, str(REPO / "main.py"), *args], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=isolated_env(tmp_path))
     deadline = time.time() + 600
     while time.time() < deadline and not any(r["status"] == "ok" for r in results_in(tmp_path)):
         time.sleep(0.5)

