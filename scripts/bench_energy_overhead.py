@@ -24,7 +24,12 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_OVERRIDES = ["model=qwen2.5-coder-0.5b", "speculation=none", "dataset.num_prompts=3", "generation.max_new_tokens=16"]
+DEFAULT_OVERRIDES = [
+    "model=qwen2.5-coder-0.5b",
+    "speculation=none",
+    "dataset.num_prompts=3",
+    "generation.max_new_tokens=16",
+]
 
 
 def fake_rapl_tree(root: Path) -> Path:
@@ -65,13 +70,13 @@ def main() -> None:
 
     from specsweep.backends import build_engine
     from specsweep.config.compose import to_config
-    from specsweep.models.registry import resolve_models
-    from specsweep.session import Session
     from specsweep.config.store import register_configs
     from specsweep.config.validate import validate
     from specsweep.datasets import load_prompts
     from specsweep.energy import make_meter
     from specsweep.energy.config import EnergyConfig
+    from specsweep.models.registry import resolve_models
+    from specsweep.session import Session
 
     register_configs()
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
@@ -83,7 +88,9 @@ def main() -> None:
     tree = fake_rapl_tree(Path(tempfile.mkdtemp(prefix="fake-rapl-")))
     meters = {
         "zeus": make_meter(EnergyConfig(meter="zeus"), Session()),
-        "zeus + RAPL (fake sysfs tree)": make_meter(EnergyConfig(meter="zeus", rapl_dir=str(tree), gpu_indices=[]), Session()),
+        "zeus + RAPL (fake sysfs tree)": make_meter(
+            EnergyConfig(meter="zeus", rapl_dir=str(tree), gpu_indices=[]), Session()
+        ),
         "codecarbon (estimate)": make_meter(EnergyConfig(meter="codecarbon"), Session()),
     }
     timed_call(engine, prompts[0], None)  # warm-up
@@ -102,7 +109,10 @@ def main() -> None:
         f"{os.cpu_count()} CPUs, load average {load_before[0]:.1f} before / {os.getloadavg()[0]:.1f} after"
     )
     print(f"no meter: median pass {statistics.median(without):.3f} s")
-    print(f"{'meter':30} {'source':20} {'median pass s':>13} {'ratio':>7} {'min ratio':>9} {'window ms':>10} {'cost ratio':>10}")
+    print(
+        f"{'meter':30} {'source':20} {'median pass s':>13} {'ratio':>7} {'min ratio':>9} "
+        f"{'window ms':>10} {'cost ratio':>10}"
+    )
     for name, meter in meters.items():
         ratio = statistics.median(w / wo for w, wo in zip(passes[name], without))
         cost = window_cost_s(meter)

@@ -21,7 +21,9 @@ def main(argv=None) -> int:
     parser.add_argument("--entity", help="W&B entity (default: your login's default entity)")
     parser.add_argument("--group", help="W&B group, if logger.group was set explicitly")
     parser.add_argument("--title", default="")
-    parser.add_argument("--dry-run", action="store_true", help="build the report and print its structure; publish nothing")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="build the report and print its structure; publish nothing"
+    )
     args = parser.parse_args(argv)
     try:
         jobs = load_jobs([args.sweep_dir])
@@ -44,14 +46,20 @@ def main(argv=None) -> int:
     if args.dry_run:
         print(f"report '{report.title}' for group {group} in {report.entity}/{report.project}:")
         for block in report.blocks:
-            print(f"  {type(block).__name__}: " + ", ".join(
-                f"{type(p).__name__}({p.title})" for p in getattr(block, "panels", [])) or getattr(block, "text", ""))
+            print(
+                f"  {type(block).__name__}: "
+                + ", ".join(f"{type(p).__name__}({p.title})" for p in getattr(block, "panels", []))
+                or getattr(block, "text", "")
+            )
         return 0
     try:
         report.save()
     except Exception as err:  # not logged in, no network, unknown entity/project
-        print(f"wandb_report: could not publish ({type(err).__name__}: {err}); publishing needs `wandb login` "
-              "and the runs synced (`wandb sync <sweep dir>/*/wandb/offline-run-*`)", file=sys.stderr)
+        print(
+            f"wandb_report: could not publish ({type(err).__name__}: {err}); publishing needs `wandb login` "
+            "and the runs synced (`wandb sync <sweep dir>/*/wandb/offline-run-*`)",
+            file=sys.stderr,
+        )
         return 2
     print(report.url)
     return 0

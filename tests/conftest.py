@@ -14,8 +14,19 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 # Variables a developer's shell may carry that would let a test reach their accounts or caches.
-FOREIGN_ENV = ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_BASE_URL",
-               "WANDB_ENTITY", "WANDB_PROJECT", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HOME")
+FOREIGN_ENV = (
+    "WANDB_API_KEY",
+    "WANDB_MODE",
+    "WANDB_DIR",
+    "WANDB_CACHE_DIR",
+    "WANDB_DATA_DIR",
+    "WANDB_BASE_URL",
+    "WANDB_ENTITY",
+    "WANDB_PROJECT",
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "HF_HOME",
+)
 
 
 def isolated_env(cwd: Path) -> dict:
@@ -33,7 +44,12 @@ def run_main(*args: str, cwd: Path, env: dict | None = None, timeout: int = 900)
     """`python main.py ARGS` in `cwd` (outputs/ lands there), in an isolated environment (`env` is laid over it)."""
     full_env = {**isolated_env(cwd), **(env or {})}
     return subprocess.run(
-        [sys.executable, str(REPO / "main.py"), *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, str(REPO / "main.py"), *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -67,7 +83,7 @@ def packaged_tokenizer_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, packaged_tokenizer_dir) -> Path:
-    """A 2-layer random Qwen2 with the real Qwen tokenizer: exercises every code path in seconds (says nothing about speed)."""
+    """A 2-layer random Qwen2 with the real Qwen tokenizer: every code path in seconds (says nothing about speed)."""
     import torch
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 

@@ -22,10 +22,17 @@ pytestmark = pytest.mark.slow
 MAX_NEW = 24
 PROMPTS = [
     {"id": "one-word", "category": "qa", "prompt": "Answer with one word: what colour is a clear daytime sky?"},
-    {"id": "chat-2", "category": "chat",
-     "prompt": "Suggest a name and a one-line tagline for a small bakery that specializes in sourdough."},
-    {"id": "edit", "category": "editing", "prompt": "Repeat this sentence exactly, then add one word at the end: "
-     "the quick brown fox jumps over the lazy dog and the quick brown fox sleeps."},
+    {
+        "id": "chat-2",
+        "category": "chat",
+        "prompt": "Suggest a name and a one-line tagline for a small bakery that specializes in sourdough.",
+    },
+    {
+        "id": "edit",
+        "category": "editing",
+        "prompt": "Repeat this sentence exactly, then add one word at the end: "
+        "the quick brown fox jumps over the lazy dog and the quick brown fox sleeps.",
+    },
 ]
 
 
@@ -47,8 +54,13 @@ def models(tmp_path_factory, packaged_tokenizer_dir):
     draft.save_pretrained(draft_dir)
     tokenizer = AutoTokenizer.from_pretrained(packaged_tokenizer_dir)
     tokenizer.save_pretrained(draft_dir)
-    return {"target": target, "draft": draft, "tokenizer": tokenizer, "target_dir": packaged_tokenizer_dir,
-            "draft_dir": draft_dir}
+    return {
+        "target": target,
+        "draft": draft,
+        "tokenizer": tokenizer,
+        "target_dir": packaged_tokenizer_dir,
+        "draft_dir": draft_dir,
+    }
 
 
 _FORWARDS: dict = {}  # (model, ids) -> argmaxes: every k follows the same greedy trajectory, so contexts repeat
@@ -116,11 +128,21 @@ def session():
 
 
 def backend_run(models, session, method: str, k: int, dataset_path, extra=()):
-    cfg = compose_config([
-        f"speculation={method}", f"speculation.num_speculative_tokens={k}", f"model.target={models['target_dir']}",
-        f"model.draft={models['draft_dir']}", "model.name=ref", "backend.dtype=float32", "backend.num_threads=2",
-        f"generation.max_new_tokens={MAX_NEW}", "dataset=jsonl", f"dataset.path={dataset_path}", *extra,
-    ])
+    cfg = compose_config(
+        [
+            f"speculation={method}",
+            f"speculation.num_speculative_tokens={k}",
+            f"model.target={models['target_dir']}",
+            f"model.draft={models['draft_dir']}",
+            "model.name=ref",
+            "backend.dtype=float32",
+            "backend.num_threads=2",
+            f"generation.max_new_tokens={MAX_NEW}",
+            "dataset=jsonl",
+            f"dataset.path={dataset_path}",
+            *extra,
+        ]
+    )
     engine = build_engine(cfg, session)
     try:
         return {g.prompt_id: g for g in engine.generate(load_prompts(cfg.dataset))}
@@ -136,8 +158,9 @@ def dataset(tmp_path_factory):
 
 
 def _prompt_ids(tokenizer, text: str) -> list[int]:
-    encoded = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                            tokenize=True, return_dict=True)
+    encoded = tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True, return_dict=True
+    )
     return list(encoded["input_ids"])
 
 
@@ -146,8 +169,9 @@ def _check(models, session, method: str, k: int, propose, dataset, extra=()):
     got = backend_run(models, session, method, k, dataset, extra)
     partial = False
     for p in PROMPTS:
-        ref_out, ref_steps = reference_run(models["target"], lambda ids, n: propose(ids, n, eos),
-                                           _prompt_ids(tokenizer, p["prompt"]), k, eos)
+        ref_out, ref_steps = reference_run(
+            models["target"], lambda ids, n: propose(ids, n, eos), _prompt_ids(tokenizer, p["prompt"]), k, eos
+        )
         gen = got[p["id"]]
         assert gen.output_ids == ref_out, p["id"]
         assert gen.acceptance.steps == ref_steps, (p["id"], gen.acceptance.steps, ref_steps)
@@ -171,8 +195,15 @@ def test_draft_model_counts_match_the_reference_step_by_step(models, session, da
 
 @pytest.mark.parametrize("k", [1, 3, 5])
 def test_prompt_lookup_counts_match_the_reference_step_by_step(models, session, dataset, k):
-    _check(models, session, "ngram", k, lambda ids, n, eos: _lookup_tokens(ids, n, 2, eos), dataset,
-           extra=("speculation.ngram_max=2",))
+    _check(
+        models,
+        session,
+        "ngram",
+        k,
+        lambda ids, n, eos: _lookup_tokens(ids, n, 2, eos),
+        dataset,
+        extra=("speculation.ngram_max=2",),
+    )
 
 
 def test_a_correctly_drafted_eos_counts_as_accepted(models, session, dataset):
@@ -181,7 +212,12 @@ def test_a_correctly_drafted_eos_counts_as_accepted(models, session, dataset):
     eos = models["tokenizer"].convert_tokens_to_ids("<|im_end|>")
     gen = got["one-word"]
     assert gen.output_ids[-1] == eos
-    _, ref_steps = reference_run(models["target"], lambda ids, n: _draft_tokens(models["draft"], ids, n, eos),
-                                 _prompt_ids(models["tokenizer"], PROMPTS[0]["prompt"]), 3, eos)
+    _, ref_steps = reference_run(
+        models["target"],
+        lambda ids, n: _draft_tokens(models["draft"], ids, n, eos),
+        _prompt_ids(models["tokenizer"], PROMPTS[0]["prompt"]),
+        3,
+        eos,
+    )
     assert ref_steps[-1][1] >= 1  # the final step accepted the drafted EOS
     assert gen.acceptance.steps == ref_steps

@@ -37,7 +37,8 @@ def test_cli_refuses_duplicate_ids_and_zero_prompts_in_one_line(tmp_path):
     path.write_text('{"id": "x", "prompt": "one"}\n{"id": "x", "prompt": "two"}\n')
     dup = run_main("dataset=jsonl", f"dataset.path={path}", cwd=tmp_path, timeout=120)
     assert dup.returncode == 2 and dup.stderr.strip() == (
-        f"specsweep: config error: dataset.path='{path}:2' is invalid: expected a unique prompt id (id 'x' is also on line 1)"
+        f"specsweep: config error: dataset.path='{path}:2' is invalid: "
+        "expected a unique prompt id (id 'x' is also on line 1)"
     )
     zero = run_main("dataset.num_prompts=0", cwd=tmp_path, timeout=120)
     assert zero.returncode == 2 and "dataset.num_prompts=0 is invalid: expected an integer >= 1" in zero.stderr

@@ -15,8 +15,8 @@ from types import SimpleNamespace
 import pytest
 
 from specsweep.energy import EnergyReading, energy_section, make_meter
-from specsweep.session import Session
 from specsweep.energy.config import EnergyConfig
+from specsweep.session import Session
 
 MAX_UJ = 262143328850  # a real package max_energy_range_uj
 
@@ -201,7 +201,10 @@ class FakeNvml:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
 
         def field_values(handle, fields):
-            return [SimpleNamespace(nvmlReturn=pynvml.NVML_SUCCESS, value=SimpleNamespace(uiVal=self.power_mw)) for _ in fields]
+            return [
+                SimpleNamespace(nvmlReturn=pynvml.NVML_SUCCESS, value=SimpleNamespace(uiVal=self.power_mw))
+                for _ in fields
+            ]
 
         patches = {
             "nvmlInit": lambda: None,
@@ -293,7 +296,9 @@ def test_section_pairs_spec_with_baseline_and_never_reports_unknown_as_zero():
         energy=[EnergyReading(6.0, 0.5, {"gpu": 5.0, "cpu": 1.0}, "zeus-nvml+rapl", context=ctx)] * 2,
         output_tokens=lambda: 24,
     )
-    base = SimpleNamespace(energy=[EnergyReading(8.0, 0.05, {"gpu": 8.0}, "zeus-nvml+rapl", context=ctx)], output_tokens=lambda: 16)
+    base = SimpleNamespace(
+        energy=[EnergyReading(8.0, 0.05, {"gpu": 8.0}, "zeus-nvml+rapl", context=ctx)], output_tokens=lambda: 16
+    )
     s = energy_section(spec, base, accepted=6)
     assert s.joules == 12.0 and s.per_device == {"gpu": 10.0, "cpu": 2.0}
     assert s.joules_per_token == 0.5 and s.joules_per_accepted_token == 2.0
@@ -301,7 +306,9 @@ def test_section_pairs_spec_with_baseline_and_never_reports_unknown_as_zero():
     assert s.baseline_windows.shorter_than_update == 1
     assert s.idle_corrected.joules is None and "idle_seconds=0" in s.idle_corrected.unavailable_reason
 
-    partial = SimpleNamespace(energy=[spec.energy[0], EnergyReading(None, 0.5, unavailable_reason="counter lost")], output_tokens=lambda: 24)
+    partial = SimpleNamespace(
+        energy=[spec.energy[0], EnergyReading(None, 0.5, unavailable_reason="counter lost")], output_tokens=lambda: 24
+    )
     p = energy_section(partial, None, accepted=None)
     assert p.joules is None and p.unavailable_reason == "1 of 2 windows unmeasured: counter lost"
     assert p.joules_per_accepted_token is None and p.joules_per_accepted_token_reason

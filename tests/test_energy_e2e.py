@@ -41,8 +41,14 @@ def test_zeus_unavailable_here_and_codecarbon_estimate(tmp_path, tiny_model_dir)
     assert cc["joules"] > 0 and cc["baseline_joules"] > 0 and cc["energy_ratio"] > 0
     tokens = by_meter["codecarbon"]["metrics"]["output_tokens"]
     assert cc["joules_per_token"] == pytest.approx(cc["joules"] / tokens)
-    rows = [json.loads(line) for line in next((tmp_path / "outputs" / "sweeps").rglob("results.jsonl")).read_text().splitlines()]
-    assert {r["energy"]["source"]: r["energy"]["estimated"] for r in rows} == {"zeus": False, "codecarbon-estimate": True}
+    rows = [
+        json.loads(line)
+        for line in next((tmp_path / "outputs" / "sweeps").rglob("results.jsonl")).read_text().splitlines()
+    ]
+    assert {r["energy"]["source"]: r["energy"]["estimated"] for r in rows} == {
+        "zeus": False,
+        "codecarbon-estimate": True,
+    }
 
 
 def test_fake_rapl_counters_flow_to_joules_per_token(tmp_path, tiny_model_dir):
@@ -50,7 +56,9 @@ def test_fake_rapl_counters_flow_to_joules_per_token(tmp_path, tiny_model_dir):
     rapl = FakeRapl(tmp_path / "powercap")
     stop = rapl.draw(package_w=package_w, dram_w=dram_w)
     try:
-        proc = run_main("energy=zeus", f"energy.rapl_dir={rapl.root}", "energy.gpu_indices=[]", *tiny(tiny_model_dir), cwd=tmp_path)
+        proc = run_main(
+            "energy=zeus", f"energy.rapl_dir={rapl.root}", "energy.gpu_indices=[]", *tiny(tiny_model_dir), cwd=tmp_path
+        )
     finally:
         stop()
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -32,7 +32,12 @@ def test_a_plugin_backend_runs_end_to_end_through_main(toy_run):
     assert proc.returncode == 0, proc.stderr[-3000:]
     (result,) = results_in(cwd)
     assert (result["status"], result["backend"], result["method"], result["k"]) == ("ok", "toy", "ngram", 3)
-    assert result["native_config"] == {"vocab": 64, "token_delay_s": 0.0, "max_new_tokens": 40, "lookup": {"k": 3, "n": 3}}
+    assert result["native_config"] == {
+        "vocab": 64,
+        "token_delay_s": 0.0,
+        "max_new_tokens": 40,
+        "lookup": {"k": 3, "n": 3},
+    }
     m = result["metrics"]
     assert 0 < m["accepted_tokens"] < m["drafted_tokens"]  # the toy model accepts some prompt-lookup drafts, not all
     assert m["acceptance_rate"] == pytest.approx(m["accepted_tokens"] / m["drafted_tokens"])

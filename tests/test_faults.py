@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import signal
 import subprocess
 import sys
@@ -24,8 +23,16 @@ def toy_args(tmp_path: Path, *extra: str) -> list[str]:
     model = tmp_path / "toy-model"
     model.mkdir(exist_ok=True)
     (model / "config.json").write_text("{}")
-    return ["backend=toy", "model.name=toy", f"model.target={model}", "model.draft=null", "logger=none",
-            "energy=none", "speculation=ngram", *extra]
+    return [
+        "backend=toy",
+        "model.name=toy",
+        f"model.target={model}",
+        "model.draft=null",
+        "logger=none",
+        "energy=none",
+        "speculation=ngram",
+        *extra,
+    ]
 
 
 def toy_env() -> dict:
@@ -35,8 +42,14 @@ def toy_env() -> dict:
 def start_job(tmp_path: Path, *extra: str) -> subprocess.Popen:
     """A job slow enough to be caught mid-run (0.05 s per token)."""
     args = toy_args(tmp_path, "backend.token_delay_s=0.05", "measurement.repetitions=50", *extra)
-    return subprocess.Popen([sys.executable, str(REPO / "main.py"), *args], cwd=tmp_path, env={**isolated_env(tmp_path), **toy_env()},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "main.py"), *args],
+        cwd=tmp_path,
+        env={**isolated_env(tmp_path), **toy_env()},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for_running_record(tmp_path: Path, timeout: float = 60) -> Path:
@@ -57,8 +70,12 @@ def test_sigkill_leaves_a_running_record_and_a_rerun_measures_again(tmp_path):
     job.wait(timeout=30)
     killed = json.loads(path.read_text())
     assert killed["status"] == "running" and killed["config_hash"] and killed["validity"]["key"]
-    rerun = run_main(*toy_args(tmp_path, "backend.token_delay_s=0.0", "measurement.repetitions=50"), cwd=tmp_path,
-                     env=toy_env(), timeout=300)
+    rerun = run_main(
+        *toy_args(tmp_path, "backend.token_delay_s=0.0", "measurement.repetitions=50"),
+        cwd=tmp_path,
+        env=toy_env(),
+        timeout=300,
+    )
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     statuses = sorted(r["status"] for r in results_in(tmp_path))
     assert statuses == ["ok", "running"]  # measured again, next to the record of the killed job
@@ -86,7 +103,9 @@ def _append_rows(table: str, writer: int, count: int) -> None:
 
 def test_many_processes_appending_to_one_table_lose_nothing(tmp_path):
     table = tmp_path / "results.jsonl"
-    procs = [multiprocessing.get_context("spawn").Process(target=_append_rows, args=(str(table), w, 50)) for w in range(6)]
+    procs = [
+        multiprocessing.get_context("spawn").Process(target=_append_rows, args=(str(table), w, 50)) for w in range(6)
+    ]
     for p in procs:
         p.start()
     for p in procs:
@@ -132,10 +151,16 @@ def test_an_edited_dataset_is_measured_again_and_says_why(tmp_path):
 def test_an_unwritable_wandb_dir_and_an_unreachable_server_keep_local_results(tmp_path):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where W&B wants a directory")
-    env = {**toy_env(), "HOME": str(tmp_path / "home"), "WANDB_API_KEY": "x" * 40,
-           "WANDB_BASE_URL": "http://127.0.0.1:9"}  # nothing listens on port 9
-    for extra in (["logger=wandb", f"logger.dir={blocker}/wandb"],
-                  ["logger=wandb", "logger.mode=online", "logger.init_timeout=5"]):
+    env = {
+        **toy_env(),
+        "HOME": str(tmp_path / "home"),
+        "WANDB_API_KEY": "x" * 40,
+        "WANDB_BASE_URL": "http://127.0.0.1:9",
+    }  # nothing listens on port 9
+    for extra in (
+        ["logger=wandb", f"logger.dir={blocker}/wandb"],
+        ["logger=wandb", "logger.mode=online", "logger.init_timeout=5"],
+    ):
         args = [a for a in toy_args(tmp_path, "force=true") if a != "logger=none"] + extra
         proc = run_main(*args, cwd=tmp_path, env=env, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
@@ -155,9 +180,18 @@ def test_a_meter_that_fails_to_close_keeps_the_measurement(tiny_model_dir, monke
             raise OSError("powercap counter vanished")
 
     monkeypatch.setattr(energy, "make_meter", lambda cfg, session: FailingClose())
-    cfg = compose_config(["speculation=ngram", f"model.target={tiny_model_dir}", "model.draft=null", "model.name=tiny",
-                          "backend.dtype=float32", "dataset.num_prompts=1", "generation.max_new_tokens=8",
-                          "measurement.repetitions=1"])
+    cfg = compose_config(
+        [
+            "speculation=ngram",
+            f"model.target={tiny_model_dir}",
+            "model.draft=null",
+            "model.name=tiny",
+            "backend.dtype=float32",
+            "dataset.num_prompts=1",
+            "generation.max_new_tokens=8",
+            "measurement.repetitions=1",
+        ]
+    )
     session = Session()
     sections = app.measure(cfg, validate(cfg, session), session)
     assert sections.metrics.tokens_per_s > 0 and sections.lossless.checked
@@ -193,13 +227,22 @@ def test_secret_looking_values_never_reach_results_tables_or_wandb(tmp_path):
     assert not any(map(is_secret, ["max_new_tokens", "num_speculative_tokens", "kv_cache_gib", "cache_key", "keys"]))
     secret = "hf_sekrit_value_123"
     args = [a for a in toy_args(tmp_path) if a != "logger=none"]
-    proc = run_main(*args, "logger=wandb", f"+speculation.backend_overrides.hf_token={secret}", cwd=tmp_path,
-                    env={**toy_env(), "HOME": str(tmp_path / "home")}, timeout=300)
+    proc = run_main(
+        *args,
+        "logger=wandb",
+        f"+speculation.backend_overrides.hf_token={secret}",
+        cwd=tmp_path,
+        env={**toy_env(), "HOME": str(tmp_path / "home")},
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     (result,) = results_in(tmp_path)
     assert result["config"]["speculation"]["backend_overrides"]["hf_token"] == "<redacted>"
     assert "+speculation.backend_overrides.hf_token=<redacted>" in result["overrides"]
-    leaks = [p for p in (tmp_path / "outputs").rglob("*") if p.is_file() and ".hydra" not in p.parts
-             and secret.encode() in p.read_bytes()]
+    leaks = [
+        p
+        for p in (tmp_path / "outputs").rglob("*")
+        if p.is_file() and ".hydra" not in p.parts and secret.encode() in p.read_bytes()
+    ]
     assert not leaks  # result.json, the tables, the row files and the offline W&B run (config, name) are clean
     assert list((tmp_path / "outputs").rglob("run-*.wandb"))  # the W&B run was written

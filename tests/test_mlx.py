@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from conftest import REPO, results_in, run_main
-from conftest import native_config
-from specsweep.config.compose import compose_config
-from specsweep.session import Session
+from conftest import native_config, results_in, run_main
 from specsweep.backends.mlx import config as mlx_config
 from specsweep.backends.mlx.mapping import DraftFlagMismatch, acceptance_from_flags
+from specsweep.config.compose import compose_config
 from specsweep.config.store import register_configs
 from specsweep.config.validate import ConfigError, validate
+from specsweep.session import Session
 
 register_configs()
 MLX_INSTALLED = mlx_config.installed()
@@ -25,21 +23,38 @@ def compose_cfg(*overrides: str):
 def test_native_config():
     cfg = compose_cfg("speculation.num_speculative_tokens=3", "generation.max_new_tokens=16")
     validate(cfg)
-    assert native_config(cfg) == {"stream_generate": {"max_tokens": 16, "num_draft_tokens": 3}, "sampler": {"temp": 0.0}, "seed": 0}
+    assert native_config(cfg) == {
+        "stream_generate": {"max_tokens": 16, "num_draft_tokens": 3},
+        "sampler": {"temp": 0.0},
+        "seed": 0,
+    }
     cfg = compose_cfg("speculation=none", "generation.temperature=0.5", "generation.top_p=0.8", "generation.seed=3")
-    assert native_config(cfg) == {"stream_generate": {"max_tokens": 64}, "sampler": {"temp": 0.5, "top_p": 0.8}, "seed": 3}
+    assert native_config(cfg) == {
+        "stream_generate": {"max_tokens": 64},
+        "sampler": {"temp": 0.5, "top_p": 0.8},
+        "seed": 3,
+    }
     cfg = compose_cfg("+speculation.backend_overrides.prefill_step_size=128")
     assert native_config(cfg)["stream_generate"]["prefill_step_size"] == 128
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["speculation=ngram"], r"^speculation.method='ngram' is invalid: expected a method backend=mlx supports: none, draft_model"),
-    (["generation.batch_size=4"], r"^generation.batch_size=4 is invalid: expected 1 on backend=mlx"),
-    (["backend.dtype=int8"], r"^backend.dtype='int8' is invalid"),
-    (["backend.device=cuda"], r"^backend.device='cuda' is invalid: expected one of cpu, gpu"),
-    (["speculation.draft_tp_size=2"], r"^speculation.draft_tp_size=2 is invalid"),
-    (["+speculation.backend_overrides.max_kv_size=10"], r"^speculation.backend_overrides.max_kv_size=10 is invalid: expected one of prefill_step_size"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (
+            ["speculation=ngram"],
+            r"^speculation.method='ngram' is invalid: expected a method backend=mlx supports: none, draft_model",
+        ),
+        (["generation.batch_size=4"], r"^generation.batch_size=4 is invalid: expected 1 on backend=mlx"),
+        (["backend.dtype=int8"], r"^backend.dtype='int8' is invalid"),
+        (["backend.device=cuda"], r"^backend.device='cuda' is invalid: expected one of cpu, gpu"),
+        (["speculation.draft_tp_size=2"], r"^speculation.draft_tp_size=2 is invalid"),
+        (
+            ["+speculation.backend_overrides.max_kv_size=10"],
+            r"^speculation.backend_overrides.max_kv_size=10 is invalid: expected one of prefill_step_size",
+        ),
+    ],
+)
 def test_invalid_configs_fail_in_one_line(overrides, message):
     with pytest.raises(ConfigError, match=message):
         validate(compose_cfg(*overrides))
@@ -47,13 +62,16 @@ def test_invalid_configs_fail_in_one_line(overrides, message):
 
 def test_missing_mlx_fails_validation(monkeypatch):
     monkeypatch.setattr(mlx_config, "installed", lambda: False)
-    with pytest.raises(ConfigError, match=r"^backend='mlx' is invalid: expected an installed mlx-lm: pip install mlx-lm"):
+    with pytest.raises(
+        ConfigError, match=r"^backend='mlx' is invalid: expected an installed mlx-lm: pip install mlx-lm"
+    ):
         validate(compose_cfg())
 
 
 def test_acceptance_from_flags_steps():
     T, F = True, False
-    # k=3, max_tokens=10: accept 2 | accept 0 | accept 3 | 2 left: draft 2, accept 2, max_tokens reached (no target token)
+    # k=3, max_tokens=10: accept 2 | accept 0 | accept 3 | 2 left: draft 2, accept 2, max_tokens reached
+    # (no target token)
     counts = acceptance_from_flags([T, T, F, F, T, T, T, F, T, T], k=3, max_tokens=10)
     assert (counts.drafted, counts.accepted, counts.num_drafts) == (3 + 3 + 3 + 2, 2 + 0 + 3 + 2, 4)
     assert counts.accepted_per_position == [3, 3, 1]
@@ -101,8 +119,12 @@ def engine_for(target, draft, k: int, max_new_tokens: int):
     from specsweep.backends.base import ResolvedModels
     from specsweep.backends.mlx.backend import MlxBackend
 
-    cfg = compose_cfg(f"model.target={target}", f"speculation.draft_model={draft}", f"speculation.num_speculative_tokens={k}",
-                      f"generation.max_new_tokens={max_new_tokens}")
+    cfg = compose_cfg(
+        f"model.target={target}",
+        f"speculation.draft_model={draft}",
+        f"speculation.num_speculative_tokens={k}",
+        f"generation.max_new_tokens={max_new_tokens}",
+    )
     validate(cfg)
     engine = MlxBackend(cfg, native_config(cfg), ResolvedModels(str(target), str(draft)), Session())
     engine.load()
@@ -134,9 +156,19 @@ def test_engine_acceptance_matches_draft_calls(tiny_model_dir, other_tiny_model_
 @pytest.mark.slow
 @pytest.mark.skipif(not MLX_INSTALLED, reason="mlx-lm is not installed")
 def test_main_runs_mlx_draft_model(tmp_path, tiny_model_dir):
-    proc = run_main("backend=mlx", "speculation=draft_model", f"model.target={tiny_model_dir}", f"speculation.draft_model={tiny_model_dir}",
-                    "speculation.num_speculative_tokens=3", "generation.max_new_tokens=12", "dataset.num_prompts=2",
-                    "measurement.warmup=0", "measurement.repetitions=1", cwd=tmp_path, timeout=300)
+    proc = run_main(
+        "backend=mlx",
+        "speculation=draft_model",
+        f"model.target={tiny_model_dir}",
+        f"speculation.draft_model={tiny_model_dir}",
+        "speculation.num_speculative_tokens=3",
+        "generation.max_new_tokens=12",
+        "dataset.num_prompts=2",
+        "measurement.warmup=0",
+        "measurement.repetitions=1",
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     (result,) = results_in(tmp_path)
     m = result["metrics"]

@@ -22,9 +22,23 @@ def test_draft_model_on_the_embedded_default_pair_writes_real_numbers(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     (result,) = results_in(tmp_path)
     assert result["status"] == "ok" and result["error"] is None
-    assert (result["backend"], result["method"], result["k"], result["model"]) == ("pytorch", "draft_model", 5, "qwen2.5-coder-1.5b")
+    assert (result["backend"], result["method"], result["k"], result["model"]) == (
+        "pytorch",
+        "draft_model",
+        5,
+        "qwen2.5-coder-1.5b",
+    )
     m = result["metrics"]
-    for key in ("tokens_per_s", "baseline_tokens_per_s", "speedup", "acceptance_rate", "mean_acceptance_length", "ttft_s", "tpot_s", "peak_memory_mb"):
+    for key in (
+        "tokens_per_s",
+        "baseline_tokens_per_s",
+        "speedup",
+        "acceptance_rate",
+        "mean_acceptance_length",
+        "ttft_s",
+        "tpot_s",
+        "peak_memory_mb",
+    ):
         assert isinstance(m[key], float) and m[key] > 0, key
     assert 0 < m["acceptance_rate"] <= 1
     assert 1 <= m["mean_acceptance_length"] <= 6
@@ -38,14 +52,19 @@ def test_draft_model_on_the_embedded_default_pair_writes_real_numbers(tmp_path):
     assert result["environment"]["transformers"] and result["environment"]["torch_threads"] >= 1
     assert result["energy"]["joules"] is None and result["energy"]["unavailable_reason"]
     assert result["stats"]["tokens_per_s"]["n"] == 2
-    table = [json.loads(l) for l in (tmp_path / "outputs" / "runs" / "results.jsonl").read_text().splitlines()]
+    table = [json.loads(line) for line in (tmp_path / "outputs" / "runs" / "results.jsonl").read_text().splitlines()]
     assert table[0]["config_hash"] == result["config_hash"] and table[0]["metrics"]["speedup"] == m["speedup"]
 
 
 def test_model_as_its_own_draft_accepts_everything_and_fp32_is_lossless(tmp_path):
     proc = run_main(
-        "model=qwen2.5-coder-0.5b", "speculation=draft_model", "speculation.num_speculative_tokens=3",
-        "backend.dtype=float32", "backend.num_threads=1", *SMALL, cwd=tmp_path,
+        "model=qwen2.5-coder-0.5b",
+        "speculation=draft_model",
+        "speculation.num_speculative_tokens=3",
+        "backend.dtype=float32",
+        "backend.num_threads=1",
+        *SMALL,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (result,) = results_in(tmp_path)
@@ -57,10 +76,17 @@ def test_model_as_its_own_draft_accepts_everything_and_fp32_is_lossless(tmp_path
 
 def test_ngram_prompt_lookup_counts_and_fp32_outputs_match_the_baseline(tmp_path, tiny_model_dir):
     proc = run_main(
-        "speculation=ngram", "speculation.num_speculative_tokens=3", "speculation.ngram_max=2",
-        "backend.dtype=float32", "backend.num_threads=1", "dataset.categories=[editing]",
-        "dataset.num_prompts=2", "generation.max_new_tokens=24", "measurement.repetitions=2",
-        *tiny(tiny_model_dir), cwd=tmp_path,
+        "speculation=ngram",
+        "speculation.num_speculative_tokens=3",
+        "speculation.ngram_max=2",
+        "backend.dtype=float32",
+        "backend.num_threads=1",
+        "dataset.categories=[editing]",
+        "dataset.num_prompts=2",
+        "generation.max_new_tokens=24",
+        "measurement.repetitions=2",
+        *tiny(tiny_model_dir),
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (result,) = results_in(tmp_path)
@@ -84,7 +110,11 @@ def test_a_crashing_job_is_recorded_failed_and_the_sweep_goes_on(tmp_path, tiny_
     broken.mkdir()
     (broken / "config.json").write_text('{"model_type": "qwen2"}')  # no weights: loading raises
     proc = run_main(
-        "-m", f"model.draft={tiny_model_dir},{broken}", f"model.target={tiny_model_dir}", "model.name=tiny", *SMALL,
+        "-m",
+        f"model.draft={tiny_model_dir},{broken}",
+        f"model.target={tiny_model_dir}",
+        "model.name=tiny",
+        *SMALL,
         cwd=tmp_path,
     )
     assert proc.returncode != 0
@@ -93,7 +123,7 @@ def test_a_crashing_job_is_recorded_failed_and_the_sweep_goes_on(tmp_path, tiny_
     failed = by_draft[str(broken)]
     assert failed["status"] == "failed" and failed["error"] and "\n" not in failed["error"]
     (table,) = (tmp_path / "outputs" / "sweeps").glob("*/results.jsonl")
-    assert sorted(json.loads(l)["status"] for l in table.read_text().splitlines()) == ["failed", "ok"]
+    assert sorted(json.loads(line)["status"] for line in table.read_text().splitlines()) == ["failed", "ok"]
 
 
 def test_sweep_reuses_baseline_and_models_and_a_rerun_skips_finished_jobs(tmp_path, tiny_model_dir):
@@ -102,7 +132,8 @@ def test_sweep_reuses_baseline_and_models_and_a_rerun_skips_finished_jobs(tmp_pa
     assert proc.returncode == 0, proc.stderr[-3000:]
     first = results_in(tmp_path)
     assert [r["baseline"]["source"] for r in first] == [
-        "measured in this job", "reused: measured earlier in this process with the same key"
+        "measured in this job",
+        "reused: measured earlier in this process with the same key",
     ]
     assert first[0]["metrics"]["baseline_tokens_per_s"] == first[1]["metrics"]["baseline_tokens_per_s"]
     rerun = run_main(*args, cwd=tmp_path)
@@ -128,4 +159,7 @@ def test_an_invalid_job_in_a_sweep_is_recorded_with_the_validation_message(tmp_p
     by_k = {r["k"]: r for r in results_in(tmp_path)}
     assert by_k[2]["status"] == "ok"
     assert by_k[0]["status"] == "failed"
-    assert by_k[0]["error"] == "ConfigError: speculation.num_speculative_tokens=0 is invalid: expected an integer in [1, 64]"
+    assert (
+        by_k[0]["error"]
+        == "ConfigError: speculation.num_speculative_tokens=0 is invalid: expected an integer in [1, 64]"
+    )

@@ -18,6 +18,7 @@ def test_a_slot_evicts_the_least_recently_used_before_making_a_new_entry():
         def build():
             events.append(f"make {name} holding {sorted(slot.keys())}")
             return name
+
         return build
 
     assert slot.get_or_create("target", make("target")) == "target"
@@ -25,8 +26,12 @@ def test_a_slot_evicts_the_least_recently_used_before_making_a_new_entry():
     assert slot.get_or_create("target", make("target")) == "target"  # a hit: nothing made, target is now recent
     slot.get_or_create("other", make("other"))
     # the draft (least recently used) was closed *before* the new entry was made, so at most 2 were ever held
-    assert events == ["make target holding []", "make draft holding ['target']", "close draft",
-                      "make other holding ['target']"]
+    assert events == [
+        "make target holding []",
+        "make draft holding ['target']",
+        "close draft",
+        "make other holding ['target']",
+    ]
     assert sorted(slot.keys()) == ["other", "target"]
     assert slot.created == {"target": 1, "draft": 1, "other": 1}
 

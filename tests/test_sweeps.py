@@ -66,8 +66,14 @@ def test_failed_trials_are_recorded_fail_and_the_study_goes_on(tmp_path, tiny_mo
     broken.mkdir()
     (broken / "config.json").write_text('{"model_type": "qwen2"}')
     proc = run_main(
-        "-m", "hparams_search=draft_model_k", "hydra.sweeper.n_trials=2", f"model.draft={broken}",
-        f"model.target={tiny_model_dir}", "model.name=tiny", *SMALL, cwd=tmp_path,
+        "-m",
+        "hparams_search=draft_model_k",
+        "hydra.sweeper.n_trials=2",
+        f"model.draft={broken}",
+        f"model.target={tiny_model_dir}",
+        "model.name=tiny",
+        *SMALL,
+        cwd=tmp_path,
     )
     study = _study(tmp_path, "draft_model_k-tiny-pytorch")
     assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
@@ -78,8 +84,14 @@ def test_failed_trials_are_recorded_fail_and_the_study_goes_on(tmp_path, tiny_mo
 @pytest.mark.slow
 def test_sigkill_mid_sweep_keeps_finished_results_and_the_rerun_skips_them(tmp_path, tiny_model_dir):
     args = ["-m", "speculation.num_speculative_tokens=1,2,3", *SMALL, *tiny(tiny_model_dir)]
-    proc = subprocess.Popen([sys.executable, str(REPO / "main.py"), *args], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=isolated_env(tmp_path))
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "main.py"), *args],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env=isolated_env(tmp_path),
+    )
     deadline = time.time() + 600
     while time.time() < deadline and not any(r["status"] == "ok" for r in results_in(tmp_path)):
         time.sleep(0.5)
@@ -104,7 +116,9 @@ def test_sigkill_mid_sweep_keeps_finished_results_and_the_rerun_skips_them(tmp_p
 
 @pytest.mark.slow
 def test_submitit_local_launcher_runs_each_job_in_its_own_process(tmp_path, tiny_model_dir):
-    proc = run_main("-m", "hydra/launcher=local", "speculation=ngram,draft_model", *SMALL, *tiny(tiny_model_dir), cwd=tmp_path)
+    proc = run_main(
+        "-m", "hydra/launcher=local", "speculation=ngram,draft_model", *SMALL, *tiny(tiny_model_dir), cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = results_in(tmp_path)
     assert sorted(r["method"] for r in results) == ["draft_model", "ngram"]

@@ -7,13 +7,11 @@ import importlib.util
 import json
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from conftest import REPO, run_main
-from conftest import native_config
-from specsweep.config.compose import compose_config
+from conftest import native_config, run_main
 from specsweep.backends.tensorrt import config as trt_config
 from specsweep.backends.tensorrt import mapping
+from specsweep.config.compose import compose_config
 from specsweep.config.store import register_configs
 from specsweep.config.validate import ConfigError, validate
 
@@ -49,32 +47,116 @@ def spec_of(*overrides: str):
 # Every method, both API generations: class, YAML decoding_type and exact kwargs.
 CASES = [
     # (overrides, version, class, decoding_type, kwargs)
-    (["speculation=draft_model", "speculation.num_speculative_tokens=4"], "1.2.1", "DraftTargetDecodingConfig", "DraftTarget",
-     {"max_draft_len": 4, "speculative_model": "meta-llama/Llama-3.2-1B-Instruct"}),
-    (["speculation=draft_model", "speculation.num_speculative_tokens=4"], "1.4.0rc1", "DraftTargetDecodingConfig", "DraftTarget",
-     {"max_draft_len": 4, "speculative_model": "meta-llama/Llama-3.2-1B-Instruct"}),
-    (["speculation=eagle3"], "1.2.1", "EagleDecodingConfig", "Eagle",
-     {"max_draft_len": 3, "speculative_model": HEAD, "eagle3_one_model": True}),
-    (["speculation=eagle3"], "1.3.0rc27", "Eagle3DecodingConfig", "Eagle3", {"max_draft_len": 3, "speculative_model": HEAD}),
-    (["speculation=eagle3"], "1.4.0rc1", "Eagle3DecodingConfig", "Eagle3", {"max_draft_len": 3, "speculative_model": HEAD}),
-    (["speculation=eagle", "backend.runtime=tensorrt"], "1.2.1", "EagleDecodingConfig", "Eagle",
-     {"max_draft_len": 3, "speculative_model": "yuhuili/EAGLE-LLaMA3.1-Instruct-8B"}),
-    (["speculation=ngram"], "1.2.1", "NGramDecodingConfig", "NGram", {"max_draft_len": 4, "max_matching_ngram_size": 3}),
+    (
+        ["speculation=draft_model", "speculation.num_speculative_tokens=4"],
+        "1.2.1",
+        "DraftTargetDecodingConfig",
+        "DraftTarget",
+        {"max_draft_len": 4, "speculative_model": "meta-llama/Llama-3.2-1B-Instruct"},
+    ),
+    (
+        ["speculation=draft_model", "speculation.num_speculative_tokens=4"],
+        "1.4.0rc1",
+        "DraftTargetDecodingConfig",
+        "DraftTarget",
+        {"max_draft_len": 4, "speculative_model": "meta-llama/Llama-3.2-1B-Instruct"},
+    ),
+    (
+        ["speculation=eagle3"],
+        "1.2.1",
+        "EagleDecodingConfig",
+        "Eagle",
+        {"max_draft_len": 3, "speculative_model": HEAD, "eagle3_one_model": True},
+    ),
+    (
+        ["speculation=eagle3"],
+        "1.3.0rc27",
+        "Eagle3DecodingConfig",
+        "Eagle3",
+        {"max_draft_len": 3, "speculative_model": HEAD},
+    ),
+    (
+        ["speculation=eagle3"],
+        "1.4.0rc1",
+        "Eagle3DecodingConfig",
+        "Eagle3",
+        {"max_draft_len": 3, "speculative_model": HEAD},
+    ),
+    (
+        ["speculation=eagle", "backend.runtime=tensorrt"],
+        "1.2.1",
+        "EagleDecodingConfig",
+        "Eagle",
+        {"max_draft_len": 3, "speculative_model": "yuhuili/EAGLE-LLaMA3.1-Instruct-8B"},
+    ),
+    (
+        ["speculation=ngram"],
+        "1.2.1",
+        "NGramDecodingConfig",
+        "NGram",
+        {"max_draft_len": 4, "max_matching_ngram_size": 3},
+    ),
     # 1.2.1 defaults max_matching_ngram_size to 0 and asserts > 0: it is always emitted.
-    (["speculation=ngram", "speculation.ngram_max=null", "speculation.ngram_min=null"], "1.2.1", "NGramDecodingConfig", "NGram",
-     {"max_draft_len": 4, "max_matching_ngram_size": 2}),
-    (["speculation=ngram"], "1.3.0rc29", "NGramDecodingConfig", "NGram", {"max_draft_len": 4, "max_matching_ngram_size": 3}),
+    (
+        ["speculation=ngram", "speculation.ngram_max=null", "speculation.ngram_min=null"],
+        "1.2.1",
+        "NGramDecodingConfig",
+        "NGram",
+        {"max_draft_len": 4, "max_matching_ngram_size": 2},
+    ),
+    (
+        ["speculation=ngram"],
+        "1.3.0rc29",
+        "NGramDecodingConfig",
+        "NGram",
+        {"max_draft_len": 4, "max_matching_ngram_size": 3},
+    ),
     # MTP's k is num_nextn_predict_layers (it overwrites max_draft_len, which is not set).
-    (["speculation=mtp", "speculation.num_speculative_tokens=3"], "1.2.1", "MTPDecodingConfig", "MTP", {"num_nextn_predict_layers": 3}),
+    (
+        ["speculation=mtp", "speculation.num_speculative_tokens=3"],
+        "1.2.1",
+        "MTPDecodingConfig",
+        "MTP",
+        {"num_nextn_predict_layers": 3},
+    ),
     (["speculation=mtp", "speculation.num_speculative_tokens=null"], "1.2.1", "MTPDecodingConfig", "MTP", {}),
-    (["speculation=mtp", "speculation.num_speculative_tokens=2"], "1.4.0rc1", "MTPDecodingConfig", "MTP", {"num_nextn_predict_layers": 2}),
-    (["speculation=medusa", "backend.runtime=tensorrt", "speculation.draft_model=FasterDecoding/medusa-vicuna-7b-v1.3"], "1.2.1",
-     "MedusaDecodingConfig", "Medusa",
-     {"max_draft_len": 3, "num_medusa_heads": 3, "medusa_choices": [[0], [0, 0], [0, 0, 0]],
-      "speculative_model": "FasterDecoding/medusa-vicuna-7b-v1.3"}),
-    (["speculation=lookahead", "backend.runtime=tensorrt"], "1.2.1", "LookaheadDecodingConfig", "Lookahead", {"max_window_size": 4}),
-    (["speculation=lookahead", "backend.runtime=tensorrt", "speculation.num_speculative_tokens=7"], "1.4.0rc1",
-     "LookaheadDecodingConfig", "Lookahead", {"max_window_size": 7}),
+    (
+        ["speculation=mtp", "speculation.num_speculative_tokens=2"],
+        "1.4.0rc1",
+        "MTPDecodingConfig",
+        "MTP",
+        {"num_nextn_predict_layers": 2},
+    ),
+    (
+        [
+            "speculation=medusa",
+            "backend.runtime=tensorrt",
+            "speculation.draft_model=FasterDecoding/medusa-vicuna-7b-v1.3",
+        ],
+        "1.2.1",
+        "MedusaDecodingConfig",
+        "Medusa",
+        {
+            "max_draft_len": 3,
+            "num_medusa_heads": 3,
+            "medusa_choices": [[0], [0, 0], [0, 0, 0]],
+            "speculative_model": "FasterDecoding/medusa-vicuna-7b-v1.3",
+        },
+    ),
+    (
+        ["speculation=lookahead", "backend.runtime=tensorrt"],
+        "1.2.1",
+        "LookaheadDecodingConfig",
+        "Lookahead",
+        {"max_window_size": 4},
+    ),
+    (
+        ["speculation=lookahead", "backend.runtime=tensorrt", "speculation.num_speculative_tokens=7"],
+        "1.4.0rc1",
+        "LookaheadDecodingConfig",
+        "Lookahead",
+        {"max_window_size": 7},
+    ),
 ]
 
 
@@ -92,8 +174,12 @@ def test_method_maps_to_documented_class_and_fields(not_installed, overrides, ve
 def test_runtime_selects_the_llm_class_and_stats(not_installed):
     torch_side = native("speculation=eagle3")
     assert torch_side["llm"]["import"] == "tensorrt_llm.LLM"
-    assert torch_side["llm"]["kwargs"] == {"model": "meta-llama/Llama-3.1-8B-Instruct", "tensor_parallel_size": 1,
-                                           "dtype": "auto", "enable_iter_perf_stats": True}
+    assert torch_side["llm"]["kwargs"] == {
+        "model": "meta-llama/Llama-3.1-8B-Instruct",
+        "tensor_parallel_size": 1,
+        "dtype": "auto",
+        "enable_iter_perf_stats": True,
+    }
     engine_side = native("speculation=lookahead", "backend.runtime=tensorrt")
     assert engine_side["llm"]["import"] == "tensorrt_llm._tensorrt_engine.LLM"
     assert "enable_iter_perf_stats" not in engine_side["llm"]["kwargs"]
@@ -106,7 +192,10 @@ def test_runtime_selects_the_llm_class_and_stats(not_installed):
 
 
 def test_sampling_params(not_installed):
-    assert native("speculation=eagle3", "generation.max_new_tokens=16")["sampling_params"] == {"max_tokens": 16, "temperature": 0.0}
+    assert native("speculation=eagle3", "generation.max_new_tokens=16")["sampling_params"] == {
+        "max_tokens": 16,
+        "temperature": 0.0,
+    }
     sampled = native("speculation=eagle3", "generation.temperature=0.7", "generation.top_p=0.9", "generation.seed=5")
     assert sampled["sampling_params"] == {"max_tokens": 64, "temperature": 0.7, "top_p": 0.9, "seed": 5}
 
@@ -117,36 +206,89 @@ def test_backend_overrides_are_merged_and_checked_per_version(not_installed):
     # The acceptance cut-off was renamed in 1.3 (length threshold -> rate threshold).
     _, kwargs, _ = spec_of("speculation=ngram", "+speculation.backend_overrides.acceptance_length_threshold=1.5")
     assert kwargs["acceptance_length_threshold"] == 1.5
-    with pytest.raises(ConfigError, match=r"speculation.backend_overrides.acceptance_length_threshold=1.5 .*NGramDecodingConfig in TensorRT-LLM 1.4.0rc1"):
-        native("speculation=ngram", "backend.trtllm_version=1.4.0rc1", "+speculation.backend_overrides.acceptance_length_threshold=1.5")
-    _, kwargs, _ = spec_of("speculation=ngram", "backend.trtllm_version=1.4.0rc1", "+speculation.backend_overrides.acceptance_rate_threshold=0.3")
+    with pytest.raises(
+        ConfigError,
+        match=r"speculation.backend_overrides.acceptance_length_threshold=1.5 "
+        r".*NGramDecodingConfig in TensorRT-LLM 1.4.0rc1",
+    ):
+        native(
+            "speculation=ngram",
+            "backend.trtllm_version=1.4.0rc1",
+            "+speculation.backend_overrides.acceptance_length_threshold=1.5",
+        )
+    _, kwargs, _ = spec_of(
+        "speculation=ngram",
+        "backend.trtllm_version=1.4.0rc1",
+        "+speculation.backend_overrides.acceptance_rate_threshold=0.3",
+    )
     assert kwargs["acceptance_rate_threshold"] == 0.3
     # eagle3_one_model exists only in 1.2.x; moe_backend only from 1.4.0rc1; eagle_choices left Eagle3 in 1.4.0rc1.
     with pytest.raises(ConfigError, match="eagle3_one_model"):
-        native("speculation=eagle3", "backend.trtllm_version=1.3.0rc27", "+speculation.backend_overrides.eagle3_one_model=false")
+        native(
+            "speculation=eagle3",
+            "backend.trtllm_version=1.3.0rc27",
+            "+speculation.backend_overrides.eagle3_one_model=false",
+        )
     with pytest.raises(ConfigError, match="moe_backend"):
-        native("speculation=eagle3", "backend.trtllm_version=1.3.0rc29", "+speculation.backend_overrides.moe_backend=CUTLASS")
-    assert spec_of("speculation=eagle3", "backend.trtllm_version=1.4.0rc1", "+speculation.backend_overrides.moe_backend=CUTLASS")[1]["moe_backend"] == "CUTLASS"
+        native(
+            "speculation=eagle3",
+            "backend.trtllm_version=1.3.0rc29",
+            "+speculation.backend_overrides.moe_backend=CUTLASS",
+        )
+    assert (
+        spec_of(
+            "speculation=eagle3",
+            "backend.trtllm_version=1.4.0rc1",
+            "+speculation.backend_overrides.moe_backend=CUTLASS",
+        )[1]["moe_backend"]
+        == "CUTLASS"
+    )
     assert "eagle_choices" in mapping.fields("Eagle3DecodingConfig", "1.3.0rc27")
     assert "eagle_choices" not in mapping.fields("Eagle3DecodingConfig", "1.4.0rc1")
 
 
 def test_field_tables_match_the_reference():
     # 1.2.1 §2.2 and the 1.3.0rc27 / 1.4.0rc1 signatures in §2.3, spot-checked field by field.
-    assert mapping.fields("MTPDecodingConfig", "1.2.1") >= {"num_nextn_predict_layers", "mtp_eagle_one_model", "relaxed_topk"}
+    assert mapping.fields("MTPDecodingConfig", "1.2.1") >= {
+        "num_nextn_predict_layers",
+        "mtp_eagle_one_model",
+        "relaxed_topk",
+    }
     assert "mtp_eagle_one_model" not in mapping.fields("MTPDecodingConfig", "1.3.0rc27")
-    assert {"use_dynamic_tree", "dynamic_tree_max_topK", "sa_config"} <= mapping.fields("MTPDecodingConfig", "1.3.0rc27")
+    assert {"use_dynamic_tree", "dynamic_tree_max_topK", "sa_config"} <= mapping.fields(
+        "MTPDecodingConfig", "1.3.0rc27"
+    )
     assert {"acceptance_window", "acceptance_length_threshold"} <= mapping.fields("DraftTargetDecodingConfig", "1.2.1")
-    assert not {"acceptance_window", "acceptance_length_threshold"} & mapping.fields("DraftTargetDecodingConfig", "1.3.0rc27")
-    assert {"greedy_sampling", "posterior_threshold", "eagle3_one_model"} <= mapping.fields("EagleDecodingConfig", "1.2.1")
-    assert not {"greedy_sampling", "posterior_threshold", "eagle3_one_model"} & mapping.fields("Eagle3DecodingConfig", "1.4.0rc1")
-    assert mapping.fields("LookaheadDecodingConfig", "1.2.1") - mapping.fields("DraftTargetDecodingConfig", "1.2.1") == {
-        "max_window_size", "max_ngram_size", "max_verification_set_size"}
+    assert not {"acceptance_window", "acceptance_length_threshold"} & mapping.fields(
+        "DraftTargetDecodingConfig", "1.3.0rc27"
+    )
+    assert {"greedy_sampling", "posterior_threshold", "eagle3_one_model"} <= mapping.fields(
+        "EagleDecodingConfig", "1.2.1"
+    )
+    assert not {"greedy_sampling", "posterior_threshold", "eagle3_one_model"} & mapping.fields(
+        "Eagle3DecodingConfig", "1.4.0rc1"
+    )
+    assert mapping.fields("LookaheadDecodingConfig", "1.2.1") - mapping.fields(
+        "DraftTargetDecodingConfig", "1.2.1"
+    ) == {"max_window_size", "max_ngram_size", "max_verification_set_size"}
 
 
-@pytest.mark.parametrize("version,api", [("1.2.1", "1.2"), ("1.2.0", "1.2"), ("1.2.2", "1.2"), ("1.3.0rc27", "1.3"),
-                                         ("1.3.0rc29", "1.3"), ("1.3.0", "1.3"), ("1.4.0rc1", "1.3"), ("1.3.0rc5", None),
-                                         ("1.1.0", None), ("1.2.0rc3", None), ("not-a-version", None)])
+@pytest.mark.parametrize(
+    "version,api",
+    [
+        ("1.2.1", "1.2"),
+        ("1.2.0", "1.2"),
+        ("1.2.2", "1.2"),
+        ("1.3.0rc27", "1.3"),
+        ("1.3.0rc29", "1.3"),
+        ("1.3.0", "1.3"),
+        ("1.4.0rc1", "1.3"),
+        ("1.3.0rc5", None),
+        ("1.1.0", None),
+        ("1.2.0rc3", None),
+        ("not-a-version", None),
+    ],
+)
 def test_version_to_api(version, api):
     assert mapping.api_for(version) == api
 
@@ -161,19 +303,46 @@ def test_installed_version_wins_over_the_config_field(monkeypatch):
         native("speculation=eagle3")
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["speculation=medusa", "speculation.draft_model=x/medusa"], r"^backend.runtime='pytorch' is invalid: expected tensorrt for speculation.method=medusa"),
-    (["speculation=eagle3", "backend.runtime=tensorrt"], r"^backend.runtime='tensorrt' is invalid: expected pytorch for speculation.method=eagle3"),
-    (["speculation=eagle", "backend.runtime=tensorrt", "backend.trtllm_version=1.4.0rc1"], r"^speculation.method='eagle' is invalid: .*needs 1.2.x"),
-    (["speculation=suffix"], r"^speculation.method='suffix' is invalid: expected a method backend=tensorrt supports"),
-    (["backend.runtime=triton"], r"^backend.runtime='triton' is invalid: expected one of pytorch, tensorrt"),
-    (["backend.dtype=int4"], r"^backend.dtype='int4' is invalid"),
-    (["backend.tensor_parallel_size=0"], r"^backend.tensor_parallel_size=0 is invalid"),
-    (["speculation.draft_tp_size=2"], r"^speculation.draft_tp_size=2 is invalid: expected null or 1 .*shares the target's mapping"),
-    (["speculation=ngram", "speculation.ngram_min=2"], r"^speculation.ngram_min=2 is invalid: expected 1 or null on backend=tensorrt"),
-    (["speculation=none", "+speculation.backend_overrides.max_window_size=3"], r"^speculation.backend_overrides=.* is invalid: expected empty"),
-    (["backend.trtllm_version=0.21.0"], r"^backend.trtllm_version='0.21.0' is invalid: expected a TensorRT-LLM version this mapping knows"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (
+            ["speculation=medusa", "speculation.draft_model=x/medusa"],
+            r"^backend.runtime='pytorch' is invalid: expected tensorrt for speculation.method=medusa",
+        ),
+        (
+            ["speculation=eagle3", "backend.runtime=tensorrt"],
+            r"^backend.runtime='tensorrt' is invalid: expected pytorch for speculation.method=eagle3",
+        ),
+        (
+            ["speculation=eagle", "backend.runtime=tensorrt", "backend.trtllm_version=1.4.0rc1"],
+            r"^speculation.method='eagle' is invalid: .*needs 1.2.x",
+        ),
+        (
+            ["speculation=suffix"],
+            r"^speculation.method='suffix' is invalid: expected a method backend=tensorrt supports",
+        ),
+        (["backend.runtime=triton"], r"^backend.runtime='triton' is invalid: expected one of pytorch, tensorrt"),
+        (["backend.dtype=int4"], r"^backend.dtype='int4' is invalid"),
+        (["backend.tensor_parallel_size=0"], r"^backend.tensor_parallel_size=0 is invalid"),
+        (
+            ["speculation.draft_tp_size=2"],
+            r"^speculation.draft_tp_size=2 is invalid: expected null or 1 .*shares the target's mapping",
+        ),
+        (
+            ["speculation=ngram", "speculation.ngram_min=2"],
+            r"^speculation.ngram_min=2 is invalid: expected 1 or null on backend=tensorrt",
+        ),
+        (
+            ["speculation=none", "+speculation.backend_overrides.max_window_size=3"],
+            r"^speculation.backend_overrides=.* is invalid: expected empty",
+        ),
+        (
+            ["backend.trtllm_version=0.21.0"],
+            r"^backend.trtllm_version='0.21.0' is invalid: expected a TensorRT-LLM version this mapping knows",
+        ),
+    ],
+)
 def test_invalid_configs_fail_in_one_line(not_installed, overrides, message):
     with pytest.raises(ConfigError, match=message) as err:
         validate(compose_cfg(*overrides))
@@ -182,7 +351,11 @@ def test_invalid_configs_fail_in_one_line(not_installed, overrides, message):
 
 def test_missing_package_fails_validation_unless_dry_run(not_installed):
     cfg = compose_cfg("speculation=eagle3", dry_run=False)
-    with pytest.raises(ConfigError, match=r"^backend='tensorrt' is invalid: expected an installed tensorrt_llm package \(it needs Linux with an NVIDIA GPU"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^backend='tensorrt' is invalid: expected an installed tensorrt_llm package "
+        r"\(it needs Linux with an NVIDIA GPU",
+    ):
         validate(cfg)
     validate(compose_cfg("speculation=eagle3", dry_run=True))
 
@@ -198,14 +371,26 @@ def test_main_without_tensorrt_llm_exits_2_in_one_line(tmp_path):
 
 @pytest.mark.skipif(TRT_INSTALLED, reason="tensorrt_llm is installed here")
 def test_main_dry_run_prints_native_config_without_the_package(tmp_path):
-    proc = run_main("backend=tensorrt", "model=llama-3.1-8b", "speculation=eagle3", "--dry-run", cwd=tmp_path, timeout=120)
+    proc = run_main(
+        "backend=tensorrt", "model=llama-3.1-8b", "speculation=eagle3", "--dry-run", cwd=tmp_path, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["native_config"]["speculative_config"] == {
-        "class": "EagleDecodingConfig", "import": "tensorrt_llm.llmapi.EagleDecodingConfig", "decoding_type": "Eagle",
-        "kwargs": {"max_draft_len": 3, "speculative_model": HEAD, "eagle3_one_model": True}}
-    proc = run_main("backend=tensorrt", "model=llama-3.1-8b", "speculation=eagle3", "backend.trtllm_version=1.4.0rc1", "--dry-run",
-                    cwd=tmp_path, timeout=120)
+        "class": "EagleDecodingConfig",
+        "import": "tensorrt_llm.llmapi.EagleDecodingConfig",
+        "decoding_type": "Eagle",
+        "kwargs": {"max_draft_len": 3, "speculative_model": HEAD, "eagle3_one_model": True},
+    }
+    proc = run_main(
+        "backend=tensorrt",
+        "model=llama-3.1-8b",
+        "speculation=eagle3",
+        "backend.trtllm_version=1.4.0rc1",
+        "--dry-run",
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert json.loads(proc.stdout)["native_config"]["speculative_config"]["class"] == "Eagle3DecodingConfig"
 
 
@@ -213,9 +398,21 @@ def test_iteration_stats_are_summed_into_acceptance_counts():
     from specsweep.backends.tensorrt.backend import spec_stats
 
     entries = [
-        {"iter": 0, "specDecodingStats": {"numDraftTokens": 3, "numAcceptedTokens": 2, "numRequestsWithDraftTokens": 1,
-                                          "acceptanceLength": 3.0}},
-        json.dumps({"iter": 1, "specDecodingStats": {"numDraftTokens": 3, "numAcceptedTokens": 0, "numRequestsWithDraftTokens": 1}}),
+        {
+            "iter": 0,
+            "specDecodingStats": {
+                "numDraftTokens": 3,
+                "numAcceptedTokens": 2,
+                "numRequestsWithDraftTokens": 1,
+                "acceptanceLength": 3.0,
+            },
+        },
+        json.dumps(
+            {
+                "iter": 1,
+                "specDecodingStats": {"numDraftTokens": 3, "numAcceptedTokens": 0, "numRequestsWithDraftTokens": 1},
+            }
+        ),
         {"iter": 2},  # the context (prefill) iteration carries no draft
     ]
     counts = spec_stats(entries)

@@ -80,8 +80,14 @@ def test_fit_alpha_edges():
 
 
 def test_section_labels_predictions_and_uses_measured_inputs():
-    metrics = Metrics(accepted_tokens=23, num_drafts=10, drafted_tokens=50, acceptance_rate=0.46,
-                      mean_acceptance_length=3.3, speedup=1.4)
+    metrics = Metrics(
+        accepted_tokens=23,
+        num_drafts=10,
+        drafted_tokens=50,
+        acceptance_rate=0.46,
+        mean_acceptance_length=3.3,
+        speedup=1.4,
+    )
     cost = {"cost_ratio": 0.2, "cost_ratio_source": "measured"}
     sec = theory.section("draft_model", 5, metrics, cost)
     alpha = theory.fit_alpha(23, 10, 50)
@@ -109,11 +115,14 @@ class _FakeEngine:
 
 
 def test_measure_cost_ratio_times_the_draft_as_target(tmp_path):
-    from specsweep.config.schema import ExperimentConfig, ModelConfig, SpeculationConfig
     from specsweep.backends.pytorch.config import PytorchBackendConfig
+    from specsweep.config.schema import ExperimentConfig, ModelConfig, SpeculationConfig
 
-    cfg = ExperimentConfig(backend=PytorchBackendConfig(), model=ModelConfig(name="m", target="T", draft="D"),
-                           speculation=SpeculationConfig(method="draft_model", num_speculative_tokens=3))
+    cfg = ExperimentConfig(
+        backend=PytorchBackendConfig(),
+        model=ModelConfig(name="m", target="T", draft="D"),
+        speculation=SpeculationConfig(method="draft_model", num_speculative_tokens=3),
+    )
     built = []
 
     def build(c):

@@ -43,7 +43,9 @@ def read_records(run_dir: Path) -> dict:
         elif which == "summary":
             out["summary"].update({u.key: json.loads(u.value_json) for u in record.summary.update if u.key})
         elif which == "history":
-            out["history"].append({"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in record.history.item})
+            out["history"].append(
+                {"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in record.history.item}
+            )
         elif which == "exit":
             out["exit"] = record.exit
     return out
@@ -64,16 +66,45 @@ def sample_result(status="ok") -> dict:
         "model": "tiny",
         "dataset": "builtin",
         "overrides": ["speculation=draft_model", "speculation.num_speculative_tokens=3"],
-        "config": {"speculation": {"method": "draft_model", "num_speculative_tokens": 3}, "generation": {"max_new_tokens": 8}},
+        "config": {
+            "speculation": {"method": "draft_model", "num_speculative_tokens": 3},
+            "generation": {"max_new_tokens": 8},
+        },
         "native_config": {"generate_kwargs": {"max_new_tokens": 8}},
-        "metrics": {"tokens_per_s": 20.0, "speedup": 1.25, "acceptance_rate": 0.5, "mean_acceptance_length": 2.5,
-                    "acceptance_per_position": [0.8, 0.5, 0.2], "ttft_s": float("nan")} if ok else None,
+        "metrics": {
+            "tokens_per_s": 20.0,
+            "speedup": 1.25,
+            "acceptance_rate": 0.5,
+            "mean_acceptance_length": 2.5,
+            "acceptance_per_position": [0.8, 0.5, 0.2],
+            "ttft_s": float("nan"),
+        }
+        if ok
+        else None,
         "stats": {"speedup": {"n": 3, "median": 1.2, "ci_low": 1.1, "ci_high": 1.4}} if ok else None,
-        "energy": {"joules": 12.5, "joules_per_token": 0.4, "per_device": {"cpu0": 12.5}, "estimated": True} if ok else None,
+        "energy": {"joules": 12.5, "joules_per_token": 0.4, "per_device": {"cpu0": 12.5}, "estimated": True}
+        if ok
+        else None,
         "per_prompt": [
-            {"id": "code-1", "category": "code", "output_tokens": 8, "speedup": 1.5, "acceptance_rate": 0.75, "output_text": "def f"},
-            {"id": "chat-1", "category": "chat", "output_tokens": 8, "speedup": 1.0, "acceptance_rate": 0.25, "output_text": "Hi"},
-        ] if ok else None,
+            {
+                "id": "code-1",
+                "category": "code",
+                "output_tokens": 8,
+                "speedup": 1.5,
+                "acceptance_rate": 0.75,
+                "output_text": "def f",
+            },
+            {
+                "id": "chat-1",
+                "category": "chat",
+                "output_tokens": 8,
+                "speedup": 1.0,
+                "acceptance_rate": 0.25,
+                "output_text": "Hi",
+            },
+        ]
+        if ok
+        else None,
         "lossless": {"checked": True, "match_rate": 1.0} if ok else None,
         "timing": {"load_s": 0.5} if ok else None,
         "theory": {"alpha": 0.6, "cost_ratio": 0.2, "predicted_speedup": 1.3, "predicted_best_k": 4} if ok else None,
@@ -124,7 +155,9 @@ def test_offline_run_holds_config_summary_table_chart(tmp_path, isolated_home):
     s = rec["summary"]
     assert s["status"] == "ok" and s["metrics/speedup"] == 1.25 and s["metrics/acceptance_rate"] == 0.5
     assert "metrics/ttft_s" not in s  # NaN is "unknown", not a number
-    assert s["stats/speedup/ci_low"] == 1.1 and s["energy/joules_per_token"] == 0.4 and s["energy/per_device/cpu0"] == 12.5
+    assert (
+        s["stats/speedup/ci_low"] == 1.1 and s["energy/joules_per_token"] == 0.4 and s["energy/per_device/cpu0"] == 12.5
+    )
     assert s["theory/predicted_speedup"] == 1.3 and s["lossless/match_rate"] == 1.0 and s["timing/load_s"] == 0.5
     assert s["acceptance_position/1"] == 0.8 and s["acceptance_position/3"] == 0.2
     assert s["category/code/speedup"] == 1.5 and s["category/chat/acceptance_rate"] == 0.25
@@ -149,7 +182,9 @@ def test_failed_job_is_a_failed_run_with_its_error(tmp_path, isolated_home):
 
 def test_online_without_a_key_falls_back_to_offline(tmp_path, isolated_home, caplog):
     with caplog.at_level(logging.WARNING):
-        make_tracker(LoggerConfig(name="wandb", mode="online", init_timeout=5), tmp_path / "run").log_result(sample_result())
+        make_tracker(LoggerConfig(name="wandb", mode="online", init_timeout=5), tmp_path / "run").log_result(
+            sample_result()
+        )
     assert "logging this run offline" in caplog.text
     assert read_records(tmp_path / "run")["summary"]["metrics/speedup"] == 1.25
 
@@ -176,10 +211,19 @@ def test_invalid_logger_mode_fails_at_validation_in_one_line(tmp_path):
 @pytest.mark.slow
 def test_multirun_jobs_share_a_group_and_keep_local_results(tmp_path, tiny_model_dir, isolated_home):
     proc = run_main(
-        "-m", "logger=wandb", f"model.target={tiny_model_dir}", f"model.draft={tiny_model_dir}", "model.name=tiny",
-        "speculation=ngram", "speculation.num_speculative_tokens=2,3", "dataset.num_prompts=1",
-        "generation.max_new_tokens=6", "measurement.repetitions=1", "measurement.warmup=0",
-        cwd=tmp_path, timeout=600,
+        "-m",
+        "logger=wandb",
+        f"model.target={tiny_model_dir}",
+        f"model.draft={tiny_model_dir}",
+        "model.name=tiny",
+        "speculation=ngram",
+        "speculation.num_speculative_tokens=2,3",
+        "dataset.num_prompts=1",
+        "generation.max_new_tokens=6",
+        "measurement.repetitions=1",
+        "measurement.warmup=0",
+        cwd=tmp_path,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = results_in(tmp_path)

@@ -9,20 +9,19 @@ import re
 import sys
 import zipfile
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
+from specsweep import results
 from specsweep.backends.base import AcceptanceCounts
 from specsweep.backends.pytorch.mapping import native_config
 from specsweep.config.schema import DatasetConfig, GenerationConfig, SpeculationConfig
 from specsweep.datasets import DatasetError, load_prompts
 from specsweep.measure import metrics
-from specsweep import results
 from specsweep.models import packaged
 
-
 # --- PyTorch mapping -------------------------------------------------------------------------------------------
+
 
 def test_pytorch_draft_model_k_goes_to_the_assistant_with_a_fixed_schedule():
     native = native_config(SpeculationConfig(method="draft_model", num_speculative_tokens=7), GenerationConfig())
@@ -45,7 +44,8 @@ def test_pytorch_ngram_maps_k_and_window_and_defaults_to_transformers_window():
 
 def test_pytorch_sampling_and_backend_overrides_are_routed():
     spec = SpeculationConfig(
-        method="draft_model", num_speculative_tokens=4,
+        method="draft_model",
+        num_speculative_tokens=4,
         backend_overrides={"num_assistant_tokens_schedule": "heuristic", "repetition_penalty": 1.1},
     )
     native = native_config(spec, GenerationConfig(temperature=0.7, top_p=0.9))
@@ -55,6 +55,7 @@ def test_pytorch_sampling_and_backend_overrides_are_routed():
 
 
 # --- metrics ----------------------------------------------------------------------------------------------------
+
 
 def test_acceptance_counts_follow_vllm_definitions():
     counts = AcceptanceCounts()
@@ -92,6 +93,7 @@ def test_first_mismatch():
 
 # --- datasets ---------------------------------------------------------------------------------------------------
 
+
 def test_builtin_prompts_span_the_workloads_and_sampling_is_stratified_and_seeded():
     everything = load_prompts(DatasetConfig())
     categories = {p.category for p in everything}
@@ -110,7 +112,10 @@ def test_spec_bench_question_jsonl_is_read(tmp_path):
     ]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     prompts = load_prompts(DatasetConfig(name="jsonl", path=str(path)))
-    assert [(p.id, p.category, p.text) for p in prompts] == [("81", "writing", "Write a haiku."), ("82", "math", "What is 2+2?")]
+    assert [(p.id, p.category, p.text) for p in prompts] == [
+        ("81", "writing", "Write a haiku."),
+        ("82", "math", "What is 2+2?"),
+    ]
 
 
 def test_malformed_jsonl_names_the_line(tmp_path):
@@ -122,6 +127,7 @@ def test_malformed_jsonl_names_the_line(tmp_path):
 
 
 # --- results store ----------------------------------------------------------------------------------------------
+
 
 def test_result_json_is_written_atomically_and_nan_becomes_null(tmp_path):
     results.write_result(tmp_path, {"status": "ok", "metrics": {"x": float("nan"), "y": 1.5}})
@@ -146,6 +152,7 @@ def test_table_survives_a_torn_line_and_find_done_checks_the_result_file(tmp_pat
 
 
 # --- packaged models --------------------------------------------------------------------------------------------
+
 
 def _fake_wheel(path: Path, n: int, data: bytes) -> Path:
     """A real wheel laid out as the genuine model wheels are: pkg/__init__.py, pkg/data/partNN.bin, dist-info."""

@@ -10,15 +10,13 @@ import json
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from conftest import REPO, results_in, run_main
-from conftest import build_engine
+from conftest import build_engine, results_in, run_main
 from specsweep.config.compose import compose_config
-from specsweep.session import Session
 from specsweep.config.store import register_configs
 from specsweep.config.validate import validate
 from specsweep.datasets import load_prompts
+from specsweep.session import Session
 
 pytestmark = pytest.mark.slow
 register_configs()
@@ -35,9 +33,16 @@ def vllm_tiny_dir(tmp_path_factory, packaged_tokenizer_dir) -> Path:
     out = tmp_path_factory.mktemp("vllm-tiny-qwen2")
     tokenizer = AutoTokenizer.from_pretrained(packaged_tokenizer_dir)
     config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=INTERMEDIATE, num_hidden_layers=2,
-        num_attention_heads=HEADS, num_key_value_heads=KV_HEADS, max_position_embeddings=2048,
-        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id, tie_word_embeddings=True,
+        vocab_size=len(tokenizer),
+        hidden_size=HIDDEN,
+        intermediate_size=INTERMEDIATE,
+        num_hidden_layers=2,
+        num_attention_heads=HEADS,
+        num_key_value_heads=KV_HEADS,
+        max_position_embeddings=2048,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        tie_word_embeddings=True,
     )
     torch.manual_seed(0)
     Qwen2ForCausalLM(config).to(torch.float32).save_pretrained(out)
@@ -50,13 +55,25 @@ def _write_head(out: Path, architecture: str, vocab: int, shapes: dict, extra_co
     from safetensors.torch import save_file
 
     torch.manual_seed(1)
-    tensors = {name: (torch.ones(shape) if name.endswith("norm.weight") else torch.randn(shape) * 0.02) for name, shape in shapes.items()}
+    tensors = {
+        name: (torch.ones(shape) if name.endswith("norm.weight") else torch.randn(shape) * 0.02)
+        for name, shape in shapes.items()
+    }
     save_file(tensors, str(out / "model.safetensors"))
     config = {
-        "architectures": [architecture], "model_type": "llama", "vocab_size": vocab, "hidden_size": HIDDEN,
-        "intermediate_size": INTERMEDIATE, "num_hidden_layers": 1, "num_attention_heads": HEADS,
-        "num_key_value_heads": KV_HEADS, "max_position_embeddings": 2048, "rms_norm_eps": 1e-6, "torch_dtype": "float32",
-        "tie_word_embeddings": False, **extra_config,
+        "architectures": [architecture],
+        "model_type": "llama",
+        "vocab_size": vocab,
+        "hidden_size": HIDDEN,
+        "intermediate_size": INTERMEDIATE,
+        "num_hidden_layers": 1,
+        "num_attention_heads": HEADS,
+        "num_key_value_heads": KV_HEADS,
+        "max_position_embeddings": 2048,
+        "rms_norm_eps": 1e-6,
+        "torch_dtype": "float32",
+        "tie_word_embeddings": False,
+        **extra_config,
     }
     (out / "config.json").write_text(json.dumps(config))
     return out
@@ -90,9 +107,13 @@ def eagle3_head_dir(tmp_path_factory, vllm_tiny_dir) -> Path:
     vocab = json.loads((vllm_tiny_dir / "config.json").read_text())["vocab_size"]
     aux = [0, 1]
     shapes = {
-        "embed_tokens.weight": (vocab, HIDDEN), "fc.weight": (HIDDEN, len(aux) * HIDDEN), "norm.weight": (HIDDEN,),
-        "lm_head.weight": (vocab, HIDDEN), "layers.0.input_layernorm.weight": (HIDDEN,),
-        "layers.0.hidden_norm.weight": (HIDDEN,), **_layer("layers.0", 2 * HIDDEN),
+        "embed_tokens.weight": (vocab, HIDDEN),
+        "fc.weight": (HIDDEN, len(aux) * HIDDEN),
+        "norm.weight": (HIDDEN,),
+        "lm_head.weight": (vocab, HIDDEN),
+        "layers.0.input_layernorm.weight": (HIDDEN,),
+        "layers.0.hidden_norm.weight": (HIDDEN,),
+        **_layer("layers.0", 2 * HIDDEN),
     }
     extra = {"eagle_aux_hidden_state_layer_ids": aux, "eagle_config": {"eagle_aux_hidden_state_layer_ids": aux}}
     return _write_head(tmp_path_factory.mktemp("eagle3-head"), "Eagle3LlamaForCausalLM", vocab, shapes, extra)
@@ -100,9 +121,15 @@ def eagle3_head_dir(tmp_path_factory, vllm_tiny_dir) -> Path:
 
 def tiny_overrides(model_dir: Path) -> list[str]:
     return [
-        "backend=vllm", "model=qwen2.5-coder-0.5b", f"model.target={model_dir}", f"model.draft={model_dir}",
-        "backend.dtype=float32", "backend.max_model_len=1024", "backend.kv_cache_gib=0.25",
-        "dataset.num_prompts=3", "generation.max_new_tokens=12",
+        "backend=vllm",
+        "model=qwen2.5-coder-0.5b",
+        f"model.target={model_dir}",
+        f"model.draft={model_dir}",
+        "backend.dtype=float32",
+        "backend.max_model_len=1024",
+        "backend.kv_cache_gib=0.25",
+        "dataset.num_prompts=3",
+        "generation.max_new_tokens=12",
     ]
 
 
@@ -151,7 +178,9 @@ def test_same_config_reuses_the_engine_process_and_ngram_gets_a_fresh_one(vllm_t
 
     import psutil
 
-    gens, engine = run_batch(composed(vllm_tiny_dir, "speculation=ngram", "speculation.num_speculative_tokens=3"), session)
+    gens, engine = run_batch(
+        composed(vllm_tiny_dir, "speculation=ngram", "speculation.num_speculative_tokens=3"), session
+    )
     assert not engine.reused and engine.worker_pid != base_pid and not psutil.pid_exists(base_pid)
     assert {g.prompt_id: g.output_ids for g in gens} == base_ids
     for g in gens:
@@ -163,7 +192,12 @@ def test_same_config_reuses_the_engine_process_and_ngram_gets_a_fresh_one(vllm_t
 @pytest.mark.parametrize("method,head", [("eagle", "eagle_head_dir"), ("eagle3", "eagle3_head_dir")])
 def test_eagle_heads_build_run_and_stay_lossless(vllm_tiny_dir, baseline, method, head, request, session):
     head_dir = request.getfixturevalue(head)
-    cfg = composed(vllm_tiny_dir, f"speculation={method}", f"speculation.draft_model={head_dir}", "speculation.num_speculative_tokens=2")
+    cfg = composed(
+        vllm_tiny_dir,
+        f"speculation={method}",
+        f"speculation.draft_model={head_dir}",
+        "speculation.num_speculative_tokens=2",
+    )
     gens, engine = run_batch(cfg, session)
     assert {g.prompt_id: g.output_ids for g in gens} == baseline[0]
     total = gens[0].acceptance.add(gens[1].acceptance).add(gens[2].acceptance)
@@ -173,8 +207,12 @@ def test_eagle_heads_build_run_and_stay_lossless(vllm_tiny_dir, baseline, method
 
 def test_multirun_none_ngram_draft_model_writes_vllm_counters(tmp_path, vllm_tiny_dir):
     proc = run_main(
-        "-m", "speculation=none,ngram,draft_model", *tiny_overrides(vllm_tiny_dir),
-        "generation.batch_size=2", "measurement.repetitions=1", cwd=tmp_path,
+        "-m",
+        "speculation=none,ngram,draft_model",
+        *tiny_overrides(vllm_tiny_dir),
+        "generation.batch_size=2",
+        "measurement.repetitions=1",
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = {r["method"]: r for r in results_in(tmp_path)}
@@ -237,10 +275,21 @@ def test_a_hung_engine_times_out_and_its_process_group_is_stopped(vllm_tiny_dir,
 def test_a_job_whose_engine_raises_mid_generation_leaves_no_process(tmp_path, vllm_tiny_dir):
     prompts = tmp_path / "prompts.jsonl"
     too_long = " ".join(["word"] * 3000)  # longer than backend.max_model_len=1024: vLLM raises inside generate
-    prompts.write_text(json.dumps({"id": "ok", "prompt": "Say hi."}) + "\n" + json.dumps({"id": "long", "prompt": too_long}) + "\n")
+    prompts.write_text(
+        json.dumps({"id": "ok", "prompt": "Say hi."}) + "\n" + json.dumps({"id": "long", "prompt": too_long}) + "\n"
+    )
     overrides = [o for o in tiny_overrides(vllm_tiny_dir) if not o.startswith("dataset.")]
-    proc = run_main(*overrides, "speculation=ngram", "dataset=jsonl", f"dataset.path={prompts}", "generation.batch_size=2",
-                    "logger=none", "energy=none", cwd=tmp_path, env={"SPECSWEEP_TEST_MARK": str(tmp_path)})
+    proc = run_main(
+        *overrides,
+        "speculation=ngram",
+        "dataset=jsonl",
+        f"dataset.path={prompts}",
+        "generation.batch_size=2",
+        "logger=none",
+        "energy=none",
+        cwd=tmp_path,
+        env={"SPECSWEEP_TEST_MARK": str(tmp_path)},
+    )
     assert proc.returncode != 0
     (result,) = results_in(tmp_path)
     assert result["status"] == "failed" and "vLLM failed to generate" in result["error"]

@@ -5,13 +5,12 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from conftest import REPO, run_main
-from specsweep.config.compose import compose_config
+from conftest import run_main
 from specsweep.backends.base import AcceptanceCounts, ResolvedModels
 from specsweep.backends.vllm import config as vconfig
 from specsweep.backends.vllm import mapping, worker
+from specsweep.config.compose import compose_config
 from specsweep.config.store import register_configs
 from specsweep.config.validate import ConfigError, validate
 
@@ -27,7 +26,7 @@ def problems(cfg) -> dict:
 
 
 # vllm/config/speculative.py as 0.33.0 ships it: medusa and mlp_speculator are gone.
-SOURCE_0_33 = '''
+SOURCE_0_33 = """
 from typing import Literal
 MTPModelTypes = Literal["deepseek_mtp", "mtp"]
 DFlashModelTypes = Literal["dflash"]
@@ -40,7 +39,7 @@ class SpeculativeConfig:
     target_model_config: SkipValidation[ModelConfig] = None
     def helper(self) -> None:
         local: int = 1
-'''
+"""
 
 
 def test_methods_and_fields_are_read_from_source_following_literal_aliases():
@@ -65,11 +64,15 @@ def test_installed_vllm_is_detected_without_importing_it():
 
 
 def test_a_method_the_installed_vllm_dropped_fails_validation_in_one_line(monkeypatch):
-    monkeypatch.setattr(vconfig, "offered_methods", lambda: frozenset(vconfig.literal_values(SOURCE_0_33, "SpeculativeMethod")))
+    monkeypatch.setattr(
+        vconfig, "offered_methods", lambda: frozenset(vconfig.literal_values(SOURCE_0_33, "SpeculativeMethod"))
+    )
     cfg = composed("speculation=medusa", "speculation.draft_model=/tmp")
     with pytest.raises(ConfigError) as err:
         validate(cfg)
-    assert err.value.field == "speculation.method" and "medusa" not in err.value.allowed and "eagle3" in err.value.allowed
+    assert (
+        err.value.field == "speculation.method" and "medusa" not in err.value.allowed and "eagle3" in err.value.allowed
+    )
 
 
 def test_missing_vllm_says_how_to_install(monkeypatch):
@@ -93,7 +96,9 @@ def test_check_names_field_value_and_allowed():
     assert "generation.seed" in found["backend.engine_overrides.seed"][1]
     assert "EngineArgs" in found["backend.engine_overrides.no_such_engine_arg"][1]
     assert "backend.engine_overrides.block_size" not in found
-    with pytest.raises(ConfigError, match=r"^backend.dtype='fp8' is invalid: expected one of auto, bfloat16, float16, float32"):
+    with pytest.raises(
+        ConfigError, match=r"^backend.dtype='fp8' is invalid: expected one of auto, bfloat16, float16, float32"
+    ):
         composed("backend.dtype=fp8")  # a closed set: refused when the config is composed
 
 
@@ -113,11 +118,20 @@ def test_cli_rejects_an_unknown_speculative_config_key_with_exit_2(tmp_path):
 
 
 def test_mapping_ngram():
-    cfg = composed("speculation=ngram", "speculation.num_speculative_tokens=3", "speculation.ngram_min=2",
-                   "speculation.ngram_max=4", "+speculation.backend_overrides.enforce_eager=false")
+    cfg = composed(
+        "speculation=ngram",
+        "speculation.num_speculative_tokens=3",
+        "speculation.ngram_min=2",
+        "speculation.ngram_max=4",
+        "+speculation.backend_overrides.enforce_eager=false",
+    )
     native = mapping.native_config(cfg, ResolvedModels(target="/m/target"))
     assert native["speculative_config"] == {
-        "method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_min": 2, "prompt_lookup_max": 4, "enforce_eager": False
+        "method": "ngram",
+        "num_speculative_tokens": 3,
+        "prompt_lookup_min": 2,
+        "prompt_lookup_max": 4,
+        "enforce_eager": False,
     }
     llm = native["llm_kwargs"]
     assert llm["model"] == "/m/target" and llm["disable_log_stats"] is False
@@ -127,12 +141,23 @@ def test_mapping_ngram():
 
 
 def test_mapping_draft_model_tp_and_engine_knobs():
-    cfg = composed("speculation=draft_model", "speculation.draft_tp_size=1", "backend.kv_cache_gib=null",
-                   "backend.max_num_seqs=8", "backend.max_model_len=null", "+backend.engine_overrides.block_size=32",
-                   "generation.temperature=0.7", "generation.seed=5")
+    cfg = composed(
+        "speculation=draft_model",
+        "speculation.draft_tp_size=1",
+        "backend.kv_cache_gib=null",
+        "backend.max_num_seqs=8",
+        "backend.max_model_len=null",
+        "+backend.engine_overrides.block_size=32",
+        "generation.temperature=0.7",
+        "generation.seed=5",
+    )
     native = mapping.native_config(cfg, ResolvedModels(target="/m/t", draft="/m/d"))
-    assert native["speculative_config"] == {"method": "draft_model", "num_speculative_tokens": 5, "model": "/m/d",
-                                            "draft_tensor_parallel_size": 1}
+    assert native["speculative_config"] == {
+        "method": "draft_model",
+        "num_speculative_tokens": 5,
+        "model": "/m/d",
+        "draft_tensor_parallel_size": 1,
+    }
     llm = native["llm_kwargs"]
     assert llm["gpu_memory_utilization"] == 0.9 and "kv_cache_memory_bytes" not in llm
     assert llm["max_num_seqs"] == 8 and "max_model_len" not in llm and llm["block_size"] == 32 and llm["seed"] == 5
@@ -173,17 +198,27 @@ def test_counter_windows_are_differences_of_vllm_metrics():
 
 def test_worker_error_summary_keeps_pydantic_cause_on_one_line():
     err = ValueError("1 validation error for ModelConfig\n  Value error, max_model_len (4096) is too big\n    more")
-    assert worker.summary(err) == "ValueError: 1 validation error for ModelConfig Value error, max_model_len (4096) is too big"
+    assert (
+        worker.summary(err)
+        == "ValueError: 1 validation error for ModelConfig Value error, max_model_len (4096) is too big"
+    )
 
 
 def test_newer_vllm_methods_map_with_their_weights():
-    from types import SimpleNamespace
 
     from specsweep.backends.vllm.mapping import speculative_config
     from specsweep.config.schema import SpeculationConfig
 
-    assert speculative_config(SpeculationConfig(method="ngram_gpu", num_speculative_tokens=4, ngram_min=2, ngram_max=3), None) == {
-        "method": "ngram_gpu", "num_speculative_tokens": 4, "prompt_lookup_min": 2, "prompt_lookup_max": 3,
+    assert speculative_config(
+        SpeculationConfig(method="ngram_gpu", num_speculative_tokens=4, ngram_min=2, ngram_max=3), None
+    ) == {
+        "method": "ngram_gpu",
+        "num_speculative_tokens": 4,
+        "prompt_lookup_min": 2,
+        "prompt_lookup_max": 3,
     }
-    assert speculative_config(SpeculationConfig(method="dflash"), "org/dflash-head") == {"method": "dflash", "model": "org/dflash-head"}
+    assert speculative_config(SpeculationConfig(method="dflash"), "org/dflash-head") == {
+        "method": "dflash",
+        "model": "org/dflash-head",
+    }
     assert speculative_config(SpeculationConfig(method="dspark"), None) == {"method": "dspark"}

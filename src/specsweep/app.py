@@ -74,10 +74,18 @@ def dry_run(cfg: ExperimentConfig, session: Session) -> None:
     """Print the native engine config this run would build; load nothing, write nothing."""
     validate(cfg, session)
     native = backends.native_config(cfg, resolve_models(cfg, prepare=False))
-    print(json.dumps({"backend": cfg.backend.name, "method": str(cfg.speculation.method), "native_config": native},
-                     indent=2, default=str))
+    print(
+        json.dumps(
+            {"backend": cfg.backend.name, "method": str(cfg.speculation.method), "native_config": native},
+            indent=2,
+            default=str,
+        )
+    )
     spec = method_spec(cfg.speculation.method)
     if spec.needs_weights and draft_reference(cfg) is None:
-        print(f"specsweep: note: no draft weights set (speculation.draft_model or {spec.weights_field()}); "
-              "a real run needs them", file=sys.stderr)
+        print(
+            f"specsweep: note: no draft weights set (speculation.draft_model or {spec.weights_field()}); "
+            "a real run needs them",
+            file=sys.stderr,
+        )
     return None

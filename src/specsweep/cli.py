@@ -8,8 +8,26 @@ from typing import List, NoReturn
 
 # Flags after which Hydra itself must handle the command line (help, sweeps, config printing, completion).
 HYDRA_FLAGS = (
-    "-m", "--multirun", "-h", "--help", "--hydra-help", "-i", "--info", "-c", "--cfg", "-p", "--package",
-    "-sc", "--shell-completion", "--version", "-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir",
+    "-m",
+    "--multirun",
+    "-h",
+    "--help",
+    "--hydra-help",
+    "-i",
+    "--info",
+    "-c",
+    "--cfg",
+    "-p",
+    "--package",
+    "-sc",
+    "--shell-completion",
+    "--version",
+    "-cp",
+    "--config-path",
+    "-cn",
+    "--config-name",
+    "-cd",
+    "--config-dir",
 )
 
 
@@ -77,8 +95,11 @@ def check_grid(conf_dir: Path, argv: List[str], session) -> None:
         except ConfigError as err:
             invalid.append(f"  job {number} [{','.join(job)}]: {err}")
     if invalid:
-        print(f"specsweep: config error: {len(invalid)} of {len(jobs)} sweep jobs are invalid (nothing ran; "
-              "--run-valid runs the valid ones and records the others as failed):\n" + "\n".join(invalid), file=sys.stderr)
+        print(
+            f"specsweep: config error: {len(invalid)} of {len(jobs)} sweep jobs are invalid (nothing ran; "
+            "--run-valid runs the valid ones and records the others as failed):\n" + "\n".join(invalid),
+            file=sys.stderr,
+        )
         sys.exit(2)
 
 

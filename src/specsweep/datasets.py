@@ -12,7 +12,6 @@ from typing import Dict, List
 from specsweep.backends.base import Prompt
 
 
-
 class DatasetError(ValueError):
     def __init__(self, field: str, value, allowed: str):
         self.field, self.value, self.allowed = field, value, allowed
@@ -58,7 +57,9 @@ def _refuse_duplicate_ids(prompts: List[Prompt], lines: List[str], where: str) -
     for prompt, lineno in zip(prompts, numbered):
         if prompt.id in seen:
             raise DatasetError(
-                "dataset.path", f"{where}:{lineno}", f"a unique prompt id (id {prompt.id!r} is also on line {seen[prompt.id]})"
+                "dataset.path",
+                f"{where}:{lineno}",
+                f"a unique prompt id (id {prompt.id!r} is also on line {seen[prompt.id]})",
             )
         seen[prompt.id] = lineno
 

@@ -53,7 +53,7 @@ def _row(name, proposer, k_optional=False, ngram_window=False, cost="unknown", s
 METHOD_TABLE: Dict[str, MethodSpec] = {m.name: m for m in (
     _row("none", "none", k_optional=True, summary="no speculation: plain autoregressive decoding (the baseline)"),
     _row("draft_model", "draft", cost="timed", summary="a small same-tokenizer LM drafts k tokens"),
-    _row("ngram", "none", ngram_window=True, cost="free", summary="prompt lookup: the tokens after the last matching n-gram"),
+    _row("ngram", "none", ngram_window=True, cost="free", summary="prompt lookup: what followed the last n-gram match"),
     _row("eagle", "head", summary="EAGLE-1/2 head on the target's hidden states"),
     _row("eagle3", "head", summary="EAGLE-3 head fed by several target layers"),
     _row("medusa", "head", summary="Medusa heads predict k future tokens"),

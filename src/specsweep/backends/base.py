@@ -55,7 +55,10 @@ class AcceptanceCounts:
             for i, n in enumerate(counts):
                 per_pos[i] += n
         return AcceptanceCounts(
-            self.drafted + other.drafted, self.accepted + other.accepted, self.num_drafts + other.num_drafts, per_pos,
+            self.drafted + other.drafted,
+            self.accepted + other.accepted,
+            self.num_drafts + other.num_drafts,
+            per_pos,
             self.steps + other.steps,
         )
 

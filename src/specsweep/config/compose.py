@@ -21,7 +21,9 @@ def to_config(dcfg: DictConfig) -> ExperimentConfig:
 def _option_error(err, overrides: Sequence[str]) -> ConfigError:
     group = (err.missing_cfg_file or "").split("/")[0]
     options = sorted(err.options or [])
-    chosen = next((o.split("=", 1)[1] for o in overrides if o.split("=")[0].lstrip("+~") == group), err.missing_cfg_file)
+    chosen = next(
+        (o.split("=", 1)[1] for o in overrides if o.split("=")[0].lstrip("+~") == group), err.missing_cfg_file
+    )
     if not options:
         return ConfigError(group or "config", chosen, str(err).splitlines()[0])
     return ConfigError(group, chosen, f"one of {', '.join(options)}")

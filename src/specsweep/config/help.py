@@ -11,7 +11,8 @@ from typing import Dict, List
 
 GROUPS = ("backend", "speculation", "model", "dataset", "energy", "logger", "hparams_search")
 
-HEADER = """specsweep: what speculative decoding really buys (latency, throughput and energy), per model, workload and engine.
+HEADER = """specsweep: what speculative decoding really buys (latency, throughput and energy), per model, workload
+and engine.
 
 One run = load, warm up, generate over a prompt set, measure against a paired no-speculation baseline, write
 result.json. -m sweeps it (Hydra multirun), hparams_search=<preset> tunes it with Optuna."""
@@ -24,8 +25,8 @@ EXAMPLES = """Examples:
   python main.py backend=vllm speculation=eagle3 --dry-run    # print the native engine config, run nothing
   python main.py --support-matrix                       # which backend runs which method"""
 
-FOOTER = """Any field can be overridden as group.field=value (see --cfg job for the composed config); every invalid value
-fails before anything loads with one line naming the field, the value and what is allowed.
+FOOTER = """Any field can be overridden as group.field=value (see --cfg job for the composed config); every invalid
+value fails before anything loads with one line naming the field, the value and what is allowed.
 Flags: --dry-run, --support-matrix, -m/--multirun, --cfg job, --hydra-help. Docs: README.md and docs/."""
 
 

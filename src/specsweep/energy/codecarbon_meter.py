@@ -1,4 +1,5 @@
-"""energy=codecarbon: CodeCarbon's energy *estimate*, for machines with no energy counter; labelled estimated everywhere.
+"""energy=codecarbon: CodeCarbon's energy *estimate*, for machines with no energy counter; labelled estimated
+everywhere.
 
 Without RAPL, CodeCarbon models CPU power as TDP x CPU load and RAM power as a fixed figure; GPUs come from NVML
 when present. Only energy is recorded (never emissions); nothing is written to disk or sent anywhere.
@@ -30,7 +31,8 @@ class CodeCarbonMeter:
         from codecarbon import OfflineEmissionsTracker, __version__
 
         self._tracker = OfflineEmissionsTracker(
-            country_iso_code="USA",  # required by the offline tracker; it only affects emissions, which are not recorded
+            # required by the offline tracker; it only affects emissions, which are not recorded
+            country_iso_code="USA",
             tracking_mode=cfg.tracking_mode,
             output_methods=[],  # write nothing: only the energy numbers are used
             allow_multiple_runs=True,  # other CodeCarbon users on the machine must not silently disable this one
@@ -60,12 +62,24 @@ class CodeCarbonMeter:
         data = self._tracker.stop_task(name)
         if data is None:
             reason = "CodeCarbon did not measure this window (its tracker failed to start; see its log)"
-            return EnergyReading(None, time.perf_counter() - started, source=self.source, estimated=True, unavailable_reason=reason, context=self.context)
+            return EnergyReading(
+                None,
+                time.perf_counter() - started,
+                source=self.source,
+                estimated=True,
+                unavailable_reason=reason,
+                context=self.context,
+            )
         per_device = {"cpu": data.cpu_energy * J_PER_KWH, "dram": data.ram_energy * J_PER_KWH}
         if data.gpu_count:
             per_device["gpu"] = data.gpu_energy * J_PER_KWH
         return EnergyReading(
-            sum(per_device.values()), data.duration, per_device, source=self.source, estimated=True, context=self.context
+            sum(per_device.values()),
+            data.duration,
+            per_device,
+            source=self.source,
+            estimated=True,
+            context=self.context,
         )
 
     def close(self) -> None:

@@ -41,7 +41,9 @@ def _gpu_unavailable_reason() -> str:
         return f"NVML unusable ({err})"
     if nvml:
         return "NVML found no GPU"
-    return "no NVIDIA GPU (NVML unavailable)" + ("" if amdsmi_is_available() else " and no AMD GPU (amdsmi unavailable)")
+    return "no NVIDIA GPU (NVML unavailable)" + (
+        "" if amdsmi_is_available() else " and no AMD GPU (amdsmi unavailable)"
+    )
 
 
 def _cpu_unavailable_reason() -> str:
@@ -49,7 +51,9 @@ def _cpu_unavailable_reason() -> str:
 
     if not rapl.rapl_is_available():
         return f"no RAPL counters ({rapl.RAPL_DIR} does not exist)"
-    return f"RAPL counters under {rapl.RAPL_DIR} are not readable (reading energy_uj needs root, or run the Zeus daemon)"
+    return (
+        f"RAPL counters under {rapl.RAPL_DIR} are not readable (reading energy_uj needs root, or run the Zeus daemon)"
+    )
 
 
 class ZeusMeter:
@@ -83,7 +87,9 @@ class ZeusMeter:
             if self._monitor.end_window(PRIME_KEY, sync_execution=False).dram_energy is None:
                 not_measured["dram"] = f"no RAPL dram zone under {rapl.RAPL_DIR}"
         self.source = "zeus-" + "+".join(parts) if parts else "zeus"
-        self._reason = None if parts else "no energy counter on this machine: " + "; ".join(dict.fromkeys(not_measured.values()))
+        self._reason = (
+            None if parts else "no energy counter on this machine: " + "; ".join(dict.fromkeys(not_measured.values()))
+        )
         self._approx = cfg.approx_instant_energy
         if self._gpus:
             handling = (
@@ -107,7 +113,9 @@ class ZeusMeter:
     def end(self, key: str) -> EnergyReading:
         m = self._monitor.end_window(key, sync_execution=False)
         if self._reason is not None:
-            return EnergyReading(None, m.time, source=self.source, unavailable_reason=self._reason, context=self.context)
+            return EnergyReading(
+                None, m.time, source=self.source, unavailable_reason=self._reason, context=self.context
+            )
         stalled = [i for i, j in m.gpu_energy.items() if j == 0.0]
         if stalled and not self._approx and m.time < NVML_UPDATE_S:
             reason = (

@@ -55,7 +55,12 @@ def spread(values: Sequence[Optional[float]], confidence: float) -> Dict[str, ob
         from scipy.stats import bootstrap
 
         res = bootstrap(
-            (np.asarray(xs),), np.median, confidence_level=confidence, n_resamples=2000, method="percentile", random_state=0
+            (np.asarray(xs),),
+            np.median,
+            confidence_level=confidence,
+            n_resamples=2000,
+            method="percentile",
+            random_state=0,
         )
         out["ci_low"], out["ci_high"] = float(res.confidence_interval.low), float(res.confidence_interval.high)
     elif len(xs) >= 3:

@@ -61,9 +61,18 @@ def best_k(alpha: float, c: float, k_max: int = K_SEARCH_MAX) -> Tuple[Optional[
     best = max(range(len(speedups)), key=lambda i: (speedups[i], -i))  # ties: the smallest k
     k, s = best + 1, speedups[best]
     if c == 0 and alpha > 0:
-        return None, speedups[-1], f"no optimum: c=0 makes drafting free, so predicted speedup rises with k towards {1 / (1 - alpha) if alpha < 1 else math.inf:.3g}x"
+        return (
+            None,
+            speedups[-1],
+            "no optimum: c=0 makes drafting free, so predicted speedup rises with k towards "
+            f"{1 / (1 - alpha) if alpha < 1 else math.inf:.3g}x",
+        )
     if alpha == 1 and c < 1:
-        return None, speedups[-1], f"no optimum: alpha=1 accepts every draft, so predicted speedup rises with k towards {1 / c:.3g}x"
+        return (
+            None,
+            speedups[-1],
+            f"no optimum: alpha=1 accepts every draft, so predicted speedup rises with k towards {1 / c:.3g}x",
+        )
     if k == k_max:
         return None, s, f"no optimum in 1..{k_max}: predicted speedup still rises at k={k_max}"
     if s <= 1.0:
@@ -138,7 +147,9 @@ def section(method: str, k: Optional[int], metrics: Metrics, cost: Dict[str, Any
     return out
 
 
-def measure_cost_ratio(cfg, prompts: List, build_engine: Callable, no_spec_cfg, target_tpot_s: Optional[float]) -> Dict[str, Any]:
+def measure_cost_ratio(
+    cfg, prompts: List, build_engine: Callable, no_spec_cfg, target_tpot_s: Optional[float]
+) -> Dict[str, Any]:
     """Measure c in this run: the draft LM decoding alone (built as the target with no speculation, same backend,
     dtype and generation settings; one warm-up then up to 3 prompts), TPOT draft / TPOT target, where the
     target's TPOT comes from this run's baseline phase. Never raises: a failure leaves c unmeasured, with why."""
@@ -152,7 +163,10 @@ def measure_cost_ratio(cfg, prompts: List, build_engine: Callable, no_spec_cfg, 
     if spec.cost != "timed":
         return {"cost_ratio": None, "cost_ratio_source": f"not measured for method={spec.name}"}
     if not target_tpot_s:
-        return {"cost_ratio": None, "cost_ratio_source": "no target TPOT to divide by (no baseline phase, or its outputs were under 2 tokens)"}
+        return {
+            "cost_ratio": None,
+            "cost_ratio_source": "no target TPOT to divide by (no baseline phase, or its outputs were under 2 tokens)",
+        }
     no_spec_cfg.model.target, no_spec_cfg.model.draft = draft_reference(cfg), None
     try:
         engine = build_engine(no_spec_cfg)
@@ -168,7 +182,8 @@ def measure_cost_ratio(cfg, prompts: List, build_engine: Callable, no_spec_cfg, 
     draft_tpot = median(tpots)
     return {
         "cost_ratio": draft_tpot / target_tpot_s,
-        "cost_ratio_source": f"measured: median draft TPOT over {len(tpots)} prompt(s) / median target TPOT of the baseline phase",
+        "cost_ratio_source": f"measured: median draft TPOT over {len(tpots)} prompt(s) / "
+        "median target TPOT of the baseline phase",
         "draft_tpot_s": draft_tpot,
         "target_tpot_s": target_tpot_s,
     }

@@ -31,7 +31,10 @@ def _interval(stat: Dict[str, Any]) -> str:
 
 def _table(header: List[str], rows: List[List[str]], left: int = 1) -> str:
     th = "".join(f"<th{' class=l' if i < left else ''}>{html.escape(h)}</th>" for i, h in enumerate(header))
-    body = "".join("<tr>" + "".join(f"<td{' class=l' if i < left else ''}>{c}</td>" for i, c in enumerate(r)) + "</tr>" for r in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td{' class=l' if i < left else ''}>{c}</td>" for i, c in enumerate(r)) + "</tr>"
+        for r in rows
+    )
     return f"<table><tr>{th}</tr>{body}</table>"
 
 
@@ -44,16 +47,40 @@ def comparison_table(jobs: List[Job]) -> str:
         for j in js:
             conf = conf or j.stat("speedup").get("confidence")
             e = j.row.get("energy") or {}
-            rows.append([
-                html.escape(series_label(series, labels)), _num(j.k), _num(j.metric("speedup")), _interval(j.stat("speedup")),
-                _interval(j.stat("tokens_per_s")), _num(j.metric("baseline_tokens_per_s")), _num(j.metric("acceptance_rate")),
-                _num(j.metric("mean_acceptance_length")), _num(j.theory("alpha")), _num(j.theory("cost_ratio")),
-                _num(j.theory("predicted_speedup")), _num(e.get("joules_per_token")) + (" (est.)" if e.get("estimated") else ""),
-                _num(e.get("energy_ratio")), _num(j.metric("num_drafts"), "{:.0f}"),
-            ])
-    header = ["method", "k", "speedup", f"per-prompt speedup median [{int((conf or 0.95) * 100)}% CI]",
-              "tok/s median [CI]", "baseline tok/s", "acceptance rate", "mean accept. length", "alpha (fit)", "c",
-              "predicted speedup", "J/token", "energy ratio", "draft steps"]
+            rows.append(
+                [
+                    html.escape(series_label(series, labels)),
+                    _num(j.k),
+                    _num(j.metric("speedup")),
+                    _interval(j.stat("speedup")),
+                    _interval(j.stat("tokens_per_s")),
+                    _num(j.metric("baseline_tokens_per_s")),
+                    _num(j.metric("acceptance_rate")),
+                    _num(j.metric("mean_acceptance_length")),
+                    _num(j.theory("alpha")),
+                    _num(j.theory("cost_ratio")),
+                    _num(j.theory("predicted_speedup")),
+                    _num(e.get("joules_per_token")) + (" (est.)" if e.get("estimated") else ""),
+                    _num(e.get("energy_ratio")),
+                    _num(j.metric("num_drafts"), "{:.0f}"),
+                ]
+            )
+    header = [
+        "method",
+        "k",
+        "speedup",
+        f"per-prompt speedup median [{int((conf or 0.95) * 100)}% CI]",
+        "tok/s median [CI]",
+        "baseline tok/s",
+        "acceptance rate",
+        "mean accept. length",
+        "alpha (fit)",
+        "c",
+        "predicted speedup",
+        "J/token",
+        "energy ratio",
+        "draft steps",
+    ]
     return _table(header, rows)
 
 
@@ -64,13 +91,30 @@ def theory_table(jobs: List[Job]) -> str:
     for series, js in groups.items():
         p = pooled_theory(js)
         best = _num(p["predicted_best_k"]) if p["predicted_best_k"] is not None else "none"
-        rows.append([
-            html.escape(series_label(series, labels)), _num(p["alpha"]), _num(p["cost_ratio"]), best,
-            _num(p.get("predicted_best_speedup")), _num(p.get("measured_best_k")), _num(p.get("measured_best_speedup")),
-            ", ".join(sorted(str(j.k) for j in js)), html.escape(p["note"]),
-        ])
-    header = ["method", "pooled alpha", "c", "predicted best k", "predicted speedup there", "sweep's best k",
-              "measured speedup there", "k values swept", "note"]
+        rows.append(
+            [
+                html.escape(series_label(series, labels)),
+                _num(p["alpha"]),
+                _num(p["cost_ratio"]),
+                best,
+                _num(p.get("predicted_best_speedup")),
+                _num(p.get("measured_best_k")),
+                _num(p.get("measured_best_speedup")),
+                ", ".join(sorted(str(j.k) for j in js)),
+                html.escape(p["note"]),
+            ]
+        )
+    header = [
+        "method",
+        "pooled alpha",
+        "c",
+        "predicted best k",
+        "predicted speedup there",
+        "sweep's best k",
+        "measured speedup there",
+        "k values swept",
+        "note",
+    ]
     return _table(header, rows)
 
 
@@ -78,8 +122,15 @@ def failures(jobs: List[Job]) -> str:
     failed = [j for j in jobs if not j.ok]
     if not failed:
         return ""
-    rows = [[html.escape(str(j.row.get("method"))), _num(j.k), f"<span class=fail>{html.escape(str(j.row.get('error')))}</span>",
-             html.escape(str(j.row.get("run_dir")))] for j in failed]
+    rows = [
+        [
+            html.escape(str(j.row.get("method"))),
+            _num(j.k),
+            f"<span class=fail>{html.escape(str(j.row.get('error')))}</span>",
+            html.escape(str(j.row.get("run_dir"))),
+        ]
+        for j in failed
+    ]
     return "<h2>Failed jobs</h2>" + _table(["method", "k", "error", "run dir"], rows, left=4)
 
 
@@ -107,11 +158,24 @@ def render(sources: List[Path]) -> Tuple[str, Dict[str, bytes]]:
         f"<h1>specsweep comparison report</h1><p class=note>{len(jobs)} jobs ({len(ok)} ok) from "
         + ", ".join(f"<code>{html.escape(str(s))}</code>" for s in sources)
         + f"; generated {dt.datetime.now().isoformat(timespec='seconds')}. Models: "
-        + html.escape(", ".join(sorted({str(j.row.get('model')) for j in jobs})))
-        + ". Backends: " + html.escape(", ".join(sorted({str(j.row.get('backend')) for j in jobs}))) + ".</p>"
+        + html.escape(", ".join(sorted({str(j.row.get("model")) for j in jobs})))
+        + ". Backends: "
+        + html.escape(", ".join(sorted({str(j.row.get("backend")) for j in jobs})))
+        + ".</p>"
     )
-    body = head + "<h2>Comparison per method and k</h2>" + TABLE_NOTE + comparison_table(jobs) + "".join(sections) + failures(jobs)
-    return f"<!doctype html><html><head><meta charset=utf-8><title>specsweep report</title><style>{CSS}</style></head><body>{body}</body></html>", pngs
+    body = (
+        head
+        + "<h2>Comparison per method and k</h2>"
+        + TABLE_NOTE
+        + comparison_table(jobs)
+        + "".join(sections)
+        + failures(jobs)
+    )
+    return (
+        "<!doctype html><html><head><meta charset=utf-8><title>specsweep report</title>"
+        f"<style>{CSS}</style></head><body>{body}</body></html>",
+        pngs,
+    )
 
 
 TABLE_NOTE = (

@@ -27,7 +27,10 @@ def _colors(n: int):
 
 def speedup_vs_k(jobs: List[Job]) -> Union[Figure, str]:
     groups = by_series(jobs)
-    pts = {s: [j for j in js if j.k is not None and j.stat("speedup").get("median") is not None] for s, js in groups.items()}
+    pts = {
+        s: [j for j in js if j.k is not None and j.stat("speedup").get("median") is not None]
+        for s, js in groups.items()
+    }
     if not any(pts.values()):
         return "no job with a measured speedup and a k (needs measurement.baseline=true)"
     plt = _plt()
@@ -39,14 +42,26 @@ def speedup_vs_k(jobs: List[Job]) -> Union[Figure, str]:
         label = series_label(series, labels)
         ks = [j.k for j in js]
         med = [j.stat("speedup")["median"] for j in js]
-        lo = [m - (j.stat("speedup").get("ci_low") if j.stat("speedup").get("ci_low") is not None else m) for j, m in zip(js, med)]
-        hi = [(j.stat("speedup").get("ci_high") if j.stat("speedup").get("ci_high") is not None else m) - m for j, m in zip(js, med)]
+        lo = [
+            m - (j.stat("speedup").get("ci_low") if j.stat("speedup").get("ci_low") is not None else m)
+            for j, m in zip(js, med)
+        ]
+        hi = [
+            (j.stat("speedup").get("ci_high") if j.stat("speedup").get("ci_high") is not None else m) - m
+            for j, m in zip(js, med)
+        ]
         ax.errorbar(ks, med, yerr=[lo, hi], marker="o", capsize=4, color=color, label=f"{label}: measured (median, CI)")
         pooled = pooled_theory(groups[series])
         if pooled["alpha"] is not None and pooled["cost_ratio"] is not None:
             grid = list(range(1, max(ks) + 3))
-            ax.plot(grid, [theory.expected_speedup(pooled["alpha"], k, pooled["cost_ratio"]) for k in grid], "--", color=color,
-                    alpha=0.8, label=f"{label}: predicted (alpha={pooled['alpha']:.2f}, c={pooled['cost_ratio']:.2f})")
+            ax.plot(
+                grid,
+                [theory.expected_speedup(pooled["alpha"], k, pooled["cost_ratio"]) for k in grid],
+                "--",
+                color=color,
+                alpha=0.8,
+                label=f"{label}: predicted (alpha={pooled['alpha']:.2f}, c={pooled['cost_ratio']:.2f})",
+            )
     ax.axhline(1.0, color="grey", lw=0.8, ls=":")
     ax.set_xlabel("k (draft tokens per verification step)")
     ax.set_ylabel("speedup over no speculation (x)")
@@ -60,9 +75,13 @@ def speedup_vs_k(jobs: List[Job]) -> Union[Figure, str]:
 
 def joules_per_token_vs_k(jobs: List[Job]) -> Union[Figure, str]:
     groups = by_series(jobs)
-    pts = {s: [j for j in js if j.k is not None and j.energy("joules_per_token") is not None] for s, js in groups.items()}
+    pts = {
+        s: [j for j in js if j.k is not None and j.energy("joules_per_token") is not None] for s, js in groups.items()
+    }
     if not any(pts.values()):
-        reasons = sorted({(j.row.get("energy") or {}).get("unavailable_reason") or "not recorded" for j in jobs if j.ok})
+        reasons = sorted(
+            {(j.row.get("energy") or {}).get("unavailable_reason") or "not recorded" for j in jobs if j.ok}
+        )
         return "energy was not measured in these jobs: " + "; ".join(reasons)
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -72,11 +91,23 @@ def joules_per_token_vs_k(jobs: List[Job]) -> Union[Figure, str]:
         if not js:
             continue
         estimated |= any((j.row.get("energy") or {}).get("estimated") for j in js)
-        ax.plot([j.k for j in js], [j.energy("joules_per_token") for j in js], marker="o", color=color,
-                label=series_label(series, labels))
+        ax.plot(
+            [j.k for j in js],
+            [j.energy("joules_per_token") for j in js],
+            marker="o",
+            color=color,
+            label=series_label(series, labels),
+        )
         base = [(j.k, j.energy("joules_per_token") / j.energy("energy_ratio")) for j in js if j.energy("energy_ratio")]
         if base:
-            ax.plot([k for k, _ in base], [b for _, b in base], ls=":", marker="x", color=color, label=f"{series_label(series, labels)}: its baseline")
+            ax.plot(
+                [k for k, _ in base],
+                [b for _, b in base],
+                ls=":",
+                marker="x",
+                color=color,
+                label=f"{series_label(series, labels)}: its baseline",
+            )
     ax.set_xticks(sorted({j.k for js in pts.values() for j in js}))
     ax.set_xlabel("k")
     ax.set_ylabel("J per output token")
@@ -88,7 +119,10 @@ def joules_per_token_vs_k(jobs: List[Job]) -> Union[Figure, str]:
 
 
 def acceptance_per_position(jobs: List[Job]) -> Union[Figure, str]:
-    groups = {s: [j for j in js if (j.row.get("metrics") or {}).get("acceptance_per_position")] for s, js in by_series(jobs).items()}
+    groups = {
+        s: [j for j in js if (j.row.get("metrics") or {}).get("acceptance_per_position")]
+        for s, js in by_series(jobs).items()
+    }
     groups = {s: js for s, js in groups.items() if js}
     if not groups:
         return "no acceptance counts recorded"
@@ -148,9 +182,20 @@ def predicted_vs_measured(jobs: List[Job]) -> Union[Figure, str]:
     series = list(dict.fromkeys(j.series for j in pts))
     for color, s in zip(_colors(len(series)), series):
         js = [j for j in pts if j.series == s]
-        ax.scatter([j.theory("predicted_speedup") for j in js], [j.metric("speedup") for j in js], color=color, label=series_label(s, labels))
+        ax.scatter(
+            [j.theory("predicted_speedup") for j in js],
+            [j.metric("speedup") for j in js],
+            color=color,
+            label=series_label(s, labels),
+        )
         for j in js:
-            ax.annotate(f"k={j.k}", (j.theory("predicted_speedup"), j.metric("speedup")), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.annotate(
+                f"k={j.k}",
+                (j.theory("predicted_speedup"), j.metric("speedup")),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
     values = [v for j in pts for v in (j.theory("predicted_speedup"), j.metric("speedup"))]
     lo, hi = min(values + [1.0]) * 0.9, max(values + [1.0]) * 1.1
     ax.plot([lo, hi], [lo, hi], color="grey", ls="--", lw=0.8, label="measured = predicted")

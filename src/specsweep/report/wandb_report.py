@@ -16,46 +16,65 @@ ACCEPTANCE = "metrics/acceptance_rate"
 PREDICTED = "theory/predicted_speedup"
 
 
+def _runset(wr, expr, entity: str, project: str, group: str, name: str, groupby=None):
+    filters = expr.And(expr.Metric("Group") == group)
+    return wr.Runset(entity=entity, project=project, name=name, filters=filters, groupby=groupby or [])
+
+
+def _per_run_panels(wr, max_k: int) -> list:
+    """One point per run: speedup, J/token and acceptance against k; prediction against measurement."""
+    k, method = wr.Config("k"), wr.Config("method")
+    metric = wr.SummaryMetric
+    columns = (method, k, metric(ACCEPTANCE), metric(SPEEDUP), metric(J_PER_TOKEN))
+    return [
+        wr.ScatterPlot(title="Speedup vs k (each run; color = run)", x=k, y=metric(SPEEDUP)),
+        wr.ScatterPlot(title="J per token vs k", x=k, y=metric(J_PER_TOKEN)),
+        wr.ScatterPlot(title="Acceptance rate vs k", x=k, y=metric(ACCEPTANCE)),
+        wr.ScatterPlot(title="Predicted (Leviathan) vs measured speedup", x=metric(PREDICTED), y=metric(SPEEDUP)),
+        wr.BarPlot(
+            title="Acceptance by draft position (per run)",
+            orientation="v",
+            metrics=[metric(f"acceptance_position/{i}") for i in range(1, max_k + 1)],
+        ),
+        wr.ParallelCoordinatesPlot(
+            title="method, k -> speedup, J/token",
+            columns=[wr.ParallelCoordinatesPlotColumn(metric=c) for c in columns],
+        ),
+    ]
+
+
+def _by_method_panels(wr, categories: List[str]) -> list:
+    """Runs grouped by method: speedup and J/token (mean over k, min-max), and by prompt category."""
+    method, metric = wr.Config("method"), wr.SummaryMetric
+    spread = {"groupby": method, "groupby_aggfunc": "mean", "groupby_rangefunc": "minmax"}
+    per_category = {"orientation": "v", "groupby": method, "groupby_aggfunc": "mean"}
+    return [
+        wr.BarPlot(title="Speedup by method (mean over k, min-max)", metrics=[metric(SPEEDUP)], **spread),
+        wr.BarPlot(title="J per token by method", metrics=[metric(J_PER_TOKEN)], **spread),
+        wr.BarPlot(
+            title="Speedup by prompt category (median per run, mean per method)",
+            metrics=[metric(f"category/{c}/speedup") for c in categories],
+            **per_category,
+        ),
+        wr.BarPlot(
+            title="Acceptance rate by prompt category",
+            metrics=[metric(f"category/{c}/acceptance_rate") for c in categories],
+            **per_category,
+        ),
+    ]
+
+
 def build_report(project: str, entity: str, group: str, categories: List[str], max_k: int, title: str = ""):
     """The report as wandb-workspaces objects (inspect them offline; `.save()` publishes)."""
     import wandb_workspaces.reports.v2 as wr
     from wandb_workspaces import expr
 
-    def runset(name: str, groupby=None):
-        return wr.Runset(entity=entity, project=project, name=name, filters=expr.And(expr.Metric("Group") == group),
-                         groupby=groupby or [])
-
-    k, method = wr.Config("k"), wr.Config("method")
     per_run = wr.PanelGrid(
-        runsets=[runset(f"sweep {group}")],
-        panels=[
-            wr.ScatterPlot(title="Speedup vs k (each run; color = run)", x=k, y=wr.SummaryMetric(SPEEDUP)),
-            wr.ScatterPlot(title="J per token vs k", x=k, y=wr.SummaryMetric(J_PER_TOKEN)),
-            wr.ScatterPlot(title="Acceptance rate vs k", x=k, y=wr.SummaryMetric(ACCEPTANCE)),
-            wr.ScatterPlot(title="Predicted (Leviathan) vs measured speedup", x=wr.SummaryMetric(PREDICTED),
-                           y=wr.SummaryMetric(SPEEDUP)),
-            wr.BarPlot(title="Acceptance by draft position (per run)", orientation="v",
-                       metrics=[wr.SummaryMetric(f"acceptance_position/{i}") for i in range(1, max_k + 1)]),
-            wr.ParallelCoordinatesPlot(title="method, k -> speedup, J/token", columns=[
-                wr.ParallelCoordinatesPlotColumn(metric=c) for c in
-                (method, k, wr.SummaryMetric(ACCEPTANCE), wr.SummaryMetric(SPEEDUP), wr.SummaryMetric(J_PER_TOKEN))
-            ]),
-        ],
+        runsets=[_runset(wr, expr, entity, project, group, f"sweep {group}")], panels=_per_run_panels(wr, max_k)
     )
     by_method = wr.PanelGrid(
-        runsets=[runset("by method", groupby=["config.method"])],
-        panels=[
-            wr.BarPlot(title="Speedup by method (mean over k, min-max)", metrics=[wr.SummaryMetric(SPEEDUP)],
-                       groupby=method, groupby_aggfunc="mean", groupby_rangefunc="minmax"),
-            wr.BarPlot(title="J per token by method", metrics=[wr.SummaryMetric(J_PER_TOKEN)], groupby=method,
-                       groupby_aggfunc="mean", groupby_rangefunc="minmax"),
-            wr.BarPlot(title="Speedup by prompt category (median per run, mean per method)", orientation="v",
-                       metrics=[wr.SummaryMetric(f"category/{c}/speedup") for c in categories], groupby=method,
-                       groupby_aggfunc="mean"),
-            wr.BarPlot(title="Acceptance rate by prompt category", orientation="v",
-                       metrics=[wr.SummaryMetric(f"category/{c}/acceptance_rate") for c in categories], groupby=method,
-                       groupby_aggfunc="mean"),
-        ],
+        runsets=[_runset(wr, expr, entity, project, group, "by method", groupby=["config.method"])],
+        panels=_by_method_panels(wr, categories),
     )
     return wr.Report(
         project=project,
@@ -64,9 +83,11 @@ def build_report(project: str, entity: str, group: str, categories: List[str], m
         description="Speedup, energy per token and acceptance by method, k and prompt category.",
         blocks=[
             wr.H1("Methods compared"),
-            wr.P("speedup = tokens/s with speculation over tokens/s without, on the same prompts. "
-                 "theory/predicted_speedup is a prediction (Leviathan et al. 2023 with the run's fitted alpha and "
-                 "measured cost ratio c), not a measurement. Energy marked estimated in a run's summary is an estimate."),
+            wr.P(
+                "speedup = tokens/s with speculation over tokens/s without, on the same prompts. "
+                "theory/predicted_speedup is a prediction (Leviathan et al. 2023 with the run's fitted alpha and "
+                "measured cost ratio c), not a measurement. Energy marked estimated in a run's summary is an estimate."
+            ),
             per_run,
             wr.H2("By method"),
             by_method,

@@ -15,7 +15,21 @@ from specsweep.results.store import (
 from specsweep.results.types import IDENTITY_FIELDS, Result
 
 __all__ = [
-    "IDENTITY_FIELDS", "RESULT_FILE", "TABLE_FILE", "JobFailed", "JobPaths", "Result", "append_row", "clean", "failed_job",
-    "config_hash", "find_done", "objective", "print_summary", "read_table", "recording", "reusable_result",
+    "IDENTITY_FIELDS",
+    "RESULT_FILE",
+    "TABLE_FILE",
+    "JobFailed",
+    "JobPaths",
+    "Result",
+    "append_row",
+    "clean",
+    "failed_job",
+    "config_hash",
+    "find_done",
+    "objective",
+    "print_summary",
+    "read_table",
+    "recording",
+    "reusable_result",
     "write_result",
 ]

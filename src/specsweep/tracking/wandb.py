@@ -139,9 +139,12 @@ class WandbTracker:
             dir=str(self.dir),
             job_type=result.get("method"),
             settings=wandb.Settings(
-                console="off", x_disable_stats=True,
+                console="off",
+                x_disable_stats=True,
                 # no system metadata: it holds the raw command line (secrets included); the config has the environment
-                x_disable_meta=True, silent=True, init_timeout=self.cfg.init_timeout
+                x_disable_meta=True,
+                silent=True,
+                init_timeout=self.cfg.init_timeout,
             ),
         )
         if self.cfg.mode == "online":

@@ -60,7 +60,9 @@ class MlxBackend(Backend):
         flags: List[bool] = []
         first = None
         start = time.perf_counter()
-        for response in stream_generate(self.model, self.tokenizer, ids, draft_model=self.draft, sampler=sampler, **kwargs):
+        for response in stream_generate(
+            self.model, self.tokenizer, ids, draft_model=self.draft, sampler=sampler, **kwargs
+        ):
             if first is None:
                 first = time.perf_counter()
             tokens.append(response.token)

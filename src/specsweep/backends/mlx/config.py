@@ -53,14 +53,23 @@ class MlxBackendConfig(BackendConfig):
             return [("backend", self.name, INSTALL_HINT)]
         problems = []
         if cfg.generation.batch_size != 1:
-            problems.append(("generation.batch_size", cfg.generation.batch_size,
-                             "1 on backend=mlx (a draft model disables mlx-lm batching)"))
+            problems.append(
+                (
+                    "generation.batch_size",
+                    cfg.generation.batch_size,
+                    "1 on backend=mlx (a draft model disables mlx-lm batching)",
+                )
+            )
         if spec.draft_tp_size not in (None, 1):
-            problems.append(("speculation.draft_tp_size", spec.draft_tp_size,
-                             "1 or null on backend=mlx (no tensor parallelism)"))
+            problems.append(
+                ("speculation.draft_tp_size", spec.draft_tp_size, "1 or null on backend=mlx (no tensor parallelism)")
+            )
         allowed = f"one of {', '.join(mapping.OVERRIDABLE)} (mlx-lm generation arguments)"
-        problems += [(f"speculation.backend_overrides.{key}", value, allowed)
-                     for key, value in spec.backend_overrides.items() if key not in mapping.OVERRIDABLE]
+        problems += [
+            (f"speculation.backend_overrides.{key}", value, allowed)
+            for key, value in spec.backend_overrides.items()
+            if key not in mapping.OVERRIDABLE
+        ]
         return problems
 
     def native_config(self, cfg, models: ResolvedModels) -> Dict[str, Any]:

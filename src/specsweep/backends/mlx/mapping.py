@@ -19,7 +19,9 @@ def native_config(spec, generation) -> Dict[str, Any]:
     if spec.method == "draft_model":
         kwargs["num_draft_tokens"] = spec.num_speculative_tokens
     kwargs.update(spec.backend_overrides)
-    sampler = {"temp": generation.temperature, "top_p": generation.top_p} if generation.temperature > 0 else {"temp": 0.0}
+    sampler = (
+        {"temp": generation.temperature, "top_p": generation.top_p} if generation.temperature > 0 else {"temp": 0.0}
+    )
     return {"stream_generate": kwargs, "sampler": sampler, "seed": generation.seed}
 
 

@@ -129,7 +129,9 @@ class PytorchBackend(Backend):
         if self.backend.num_threads:
             torch.set_num_threads(self.backend.num_threads)
         tokenizers = self.session.slot(TOKENIZERS, capacity=4)
-        self.tokenizer = tokenizers.get_or_create(self.models.target, lambda: AutoTokenizer.from_pretrained(self.models.target))
+        self.tokenizer = tokenizers.get_or_create(
+            self.models.target, lambda: AutoTokenizer.from_pretrained(self.models.target)
+        )
         self.model = self._model(self.models.target)
         if self.method == "draft_model":
             self.assistant = self._model(self.models.draft)
@@ -187,9 +189,7 @@ class PytorchBackend(Backend):
     def peak_memory(self) -> Dict[str, Any]:
         if not self.device.startswith("cuda"):
             return super().peak_memory()
-        per_device = {
-            f"cuda:{i}": torch.cuda.max_memory_allocated(i) / 2**20 for i in range(torch.cuda.device_count())
-        }
+        per_device = {f"cuda:{i}": torch.cuda.max_memory_allocated(i) / 2**20 for i in range(torch.cuda.device_count())}
         return {
             "peak_memory_mb": max(per_device.values()),
             "peak_memory_source": "torch.cuda.max_memory_allocated since this engine loaded (caching allocator)",

@@ -41,16 +41,31 @@ class PytorchBackendConfig(BackendConfig):
         if not (self.device in ("cpu", "cuda") or self.device.startswith("cuda:")):
             problems.append(("backend.device", self.device, "cpu, cuda or cuda:N"))
         if spec.method != "none" and cfg.generation.batch_size != 1:
-            problems.append(("generation.batch_size", cfg.generation.batch_size,
-                             "1 with speculation on backend=pytorch (transformers assisted generation is "
-                             "batch-size-1 only); use backend=vllm for batches"))
+            problems.append(
+                (
+                    "generation.batch_size",
+                    cfg.generation.batch_size,
+                    "1 with speculation on backend=pytorch (transformers assisted generation is "
+                    "batch-size-1 only); use backend=vllm for batches",
+                )
+            )
         if spec.method == "ngram" and spec.ngram_min not in (None, 1):
-            problems.append(("speculation.ngram_min", spec.ngram_min,
-                             "1 or null on backend=pytorch: transformers prompt lookup always tries windows from "
-                             "ngram_max down to 1; sweep ngram_min with backend=vllm"))
+            problems.append(
+                (
+                    "speculation.ngram_min",
+                    spec.ngram_min,
+                    "1 or null on backend=pytorch: transformers prompt lookup always tries windows from "
+                    "ngram_max down to 1; sweep ngram_min with backend=vllm",
+                )
+            )
         if spec.draft_tp_size not in (None, 1):
-            problems.append(("speculation.draft_tp_size", spec.draft_tp_size,
-                             "1 or null on backend=pytorch (no tensor parallelism)"))
+            problems.append(
+                (
+                    "speculation.draft_tp_size",
+                    spec.draft_tp_size,
+                    "1 or null on backend=pytorch (no tensor parallelism)",
+                )
+            )
         return problems
 
     def native_config(self, cfg, models: ResolvedModels) -> Dict[str, Any]:

@@ -82,15 +82,17 @@ class TensorrtBackend(Backend):
         gens = []
         for i, (prompt, ids, (output, start, first, end)) in enumerate(zip(prompts, inputs, results)):
             out_ids = list(output.outputs[0].token_ids)
-            gens.append(Generation(
-                prompt_id=prompt.id,
-                prompt_tokens=len(ids),
-                output_ids=out_ids,
-                wall_s=end - start,
-                ttft_s=(first - start) if first else None,
-                acceptance=counts if i == 0 else None,
-                text=output.outputs[0].text,
-            ))
+            gens.append(
+                Generation(
+                    prompt_id=prompt.id,
+                    prompt_tokens=len(ids),
+                    output_ids=out_ids,
+                    wall_s=end - start,
+                    ttft_s=(first - start) if first else None,
+                    acceptance=counts if i == 0 else None,
+                    text=output.outputs[0].text,
+                )
+            )
         return gens
 
     def _drain_stats(self) -> Optional[AcceptanceCounts]:

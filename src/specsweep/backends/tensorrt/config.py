@@ -62,7 +62,9 @@ class TensorrtBackendConfig(BackendConfig):
 
     def native_config(self, cfg, models: ResolvedModels) -> Dict[str, Any]:
         version, source = effective_version(self)
-        return mapping.native_config(cfg.speculation, cfg.generation, self, models.target, models.draft, version, source)
+        return mapping.native_config(
+            cfg.speculation, cfg.generation, self, models.target, models.draft, version, source
+        )
 
 
 def installed_version() -> Optional[str]:
@@ -94,18 +96,42 @@ def check(cfg) -> List[Problem]:
     if not installed and not cfg.dry_run:
         return [("backend", backend.name, INSTALL_HINT)]
     problems = []
-    if spec.method != "none" and spec.method in mapping.METHOD_RUNTIME and mapping.METHOD_RUNTIME[spec.method] != backend.runtime:
+    if (
+        spec.method != "none"
+        and spec.method in mapping.METHOD_RUNTIME
+        and mapping.METHOD_RUNTIME[spec.method] != backend.runtime
+    ):
         needed = mapping.METHOD_RUNTIME[spec.method]
-        problems.append(("backend.runtime", backend.runtime, f"{needed} for speculation.method={spec.method} on TensorRT-LLM"))
+        problems.append(
+            ("backend.runtime", backend.runtime, f"{needed} for speculation.method={spec.method} on TensorRT-LLM")
+        )
     api = mapping.api_for(version)
     if spec.method != "none" and spec.method not in mapping.METHODS_BY_API[api]:
         allowed = ", ".join(mapping.METHODS_BY_API[api])
-        problems.append(("speculation.method", spec.method, f"a method TensorRT-LLM {version} maps: {allowed} (EAGLE-1/2 needs 1.2.x)"))
+        problems.append(
+            (
+                "speculation.method",
+                spec.method,
+                f"a method TensorRT-LLM {version} maps: {allowed} (EAGLE-1/2 needs 1.2.x)",
+            )
+        )
     if spec.draft_tp_size not in (None, backend.tensor_parallel_size):
-        problems.append(("speculation.draft_tp_size", spec.draft_tp_size,
-                         f"null or {backend.tensor_parallel_size} (backend.tensor_parallel_size): TensorRT-LLM's draft shares the target's mapping"))
+        problems.append(
+            (
+                "speculation.draft_tp_size",
+                spec.draft_tp_size,
+                f"null or {backend.tensor_parallel_size} (backend.tensor_parallel_size): "
+                "TensorRT-LLM's draft shares the target's mapping",
+            )
+        )
     if spec.method == "ngram" and spec.ngram_min not in (None, 1):
-        problems.append(("speculation.ngram_min", spec.ngram_min, "1 or null on backend=tensorrt (TensorRT-LLM has no minimum n-gram size)"))
+        problems.append(
+            (
+                "speculation.ngram_min",
+                spec.ngram_min,
+                "1 or null on backend=tensorrt (TensorRT-LLM has no minimum n-gram size)",
+            )
+        )
     problems.extend(_override_problems(spec, version))
     return problems
 
@@ -120,7 +146,11 @@ def _override_problems(spec, version: str) -> list[tuple[str, object, str]]:
         return []  # the method itself is already reported
     known = mapping.fields(found[0], version)
     return [
-        (f"speculation.backend_overrides.{key}", value, f"a field of {found[0]} in TensorRT-LLM {version}: {', '.join(sorted(known))}")
+        (
+            f"speculation.backend_overrides.{key}",
+            value,
+            f"a field of {found[0]} in TensorRT-LLM {version}: {', '.join(sorted(known))}",
+        )
         for key, value in spec.backend_overrides.items()
         if key not in known
     ]

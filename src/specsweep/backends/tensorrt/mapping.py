@@ -57,43 +57,99 @@ CLASSES = {
 
 # Constructor fields each class accepts (the classes are StrictBaseModel: anything else is rejected).
 _BASE = {
-    API_12: ("max_draft_len", "max_total_draft_tokens", "speculative_model", "speculative_model_dir", "max_concurrency",
-             "draft_len_schedule", "load_format", "acceptance_window", "acceptance_length_threshold",
-             "allow_advanced_sampling"),
-    API_13: ("max_draft_len", "max_total_draft_tokens", "speculative_model", "speculative_model_dir", "max_concurrency",
-             "draft_len_schedule", "load_format", "acceptance_rate_window_size", "acceptance_rate_threshold",
-             "use_rejection_sampling", "allow_advanced_sampling", "advanced_sampling_mode", "enable_penalty",
-             "moe_backend"),
+    API_12: (
+        "max_draft_len",
+        "max_total_draft_tokens",
+        "speculative_model",
+        "speculative_model_dir",
+        "max_concurrency",
+        "draft_len_schedule",
+        "load_format",
+        "acceptance_window",
+        "acceptance_length_threshold",
+        "allow_advanced_sampling",
+    ),
+    API_13: (
+        "max_draft_len",
+        "max_total_draft_tokens",
+        "speculative_model",
+        "speculative_model_dir",
+        "max_concurrency",
+        "draft_len_schedule",
+        "load_format",
+        "acceptance_rate_window_size",
+        "acceptance_rate_threshold",
+        "use_rejection_sampling",
+        "allow_advanced_sampling",
+        "advanced_sampling_mode",
+        "enable_penalty",
+        "moe_backend",
+    ),
 }
 _OWN = {
     API_12: {
         "DraftTargetDecodingConfig": (),
-        "EagleDecodingConfig": ("eagle_choices", "greedy_sampling", "posterior_threshold", "use_dynamic_tree",
-                                "dynamic_tree_max_topK", "num_eagle_layers", "max_non_leaves_per_layer",
-                                "eagle3_one_model", "eagle3_layers_to_capture", "eagle3_model_arch"),
+        "EagleDecodingConfig": (
+            "eagle_choices",
+            "greedy_sampling",
+            "posterior_threshold",
+            "use_dynamic_tree",
+            "dynamic_tree_max_topK",
+            "num_eagle_layers",
+            "max_non_leaves_per_layer",
+            "eagle3_one_model",
+            "eagle3_layers_to_capture",
+            "eagle3_model_arch",
+        ),
         "NGramDecodingConfig": ("max_matching_ngram_size", "is_keep_all", "is_use_oldest", "is_public_pool"),
-        "MTPDecodingConfig": ("num_nextn_predict_layers", "use_relaxed_acceptance_for_thinking", "relaxed_topk",
-                              "relaxed_delta", "use_mtp_vanilla", "mtp_eagle_one_model",
-                              "num_nextn_predict_layers_from_model_config", "begin_thinking_phase_token",
-                              "end_thinking_phase_token"),
+        "MTPDecodingConfig": (
+            "num_nextn_predict_layers",
+            "use_relaxed_acceptance_for_thinking",
+            "relaxed_topk",
+            "relaxed_delta",
+            "use_mtp_vanilla",
+            "mtp_eagle_one_model",
+            "num_nextn_predict_layers_from_model_config",
+            "begin_thinking_phase_token",
+            "end_thinking_phase_token",
+        ),
         "MedusaDecodingConfig": ("medusa_choices", "num_medusa_heads"),
         "LookaheadDecodingConfig": ("max_window_size", "max_ngram_size", "max_verification_set_size"),
     },
     API_13: {
         "DraftTargetDecodingConfig": (),
-        "Eagle3DecodingConfig": ("eagle_choices", "use_dynamic_tree", "dynamic_tree_max_topK", "num_eagle_layers",
-                                 "max_non_leaves_per_layer", "eagle3_layers_to_capture", "eagle3_model_arch",
-                                 "sa_config", "spec_dec_variant"),
+        "Eagle3DecodingConfig": (
+            "eagle_choices",
+            "use_dynamic_tree",
+            "dynamic_tree_max_topK",
+            "num_eagle_layers",
+            "max_non_leaves_per_layer",
+            "eagle3_layers_to_capture",
+            "eagle3_model_arch",
+            "sa_config",
+            "spec_dec_variant",
+        ),
         "NGramDecodingConfig": ("max_matching_ngram_size", "is_keep_all", "is_use_oldest", "is_public_pool"),
-        "MTPDecodingConfig": ("num_nextn_predict_layers", "use_relaxed_acceptance_for_thinking", "relaxed_topk",
-                              "relaxed_delta", "use_mtp_vanilla", "num_nextn_predict_layers_from_model_config",
-                              "begin_thinking_phase_token", "end_thinking_phase_token", "use_dynamic_tree",
-                              "dynamic_tree_max_topK", "sa_config", "spec_dec_variant"),
+        "MTPDecodingConfig": (
+            "num_nextn_predict_layers",
+            "use_relaxed_acceptance_for_thinking",
+            "relaxed_topk",
+            "relaxed_delta",
+            "use_mtp_vanilla",
+            "num_nextn_predict_layers_from_model_config",
+            "begin_thinking_phase_token",
+            "end_thinking_phase_token",
+            "use_dynamic_tree",
+            "dynamic_tree_max_topK",
+            "sa_config",
+            "spec_dec_variant",
+        ),
         "MedusaDecodingConfig": ("medusa_choices", "num_medusa_heads"),
         "LookaheadDecodingConfig": ("max_window_size", "max_ngram_size", "max_verification_set_size"),
     },
 }
-# Fields that appear or disappear inside the 1.3 generation: (class or "*", field) -> (first version, first version without).
+# Fields that appear or disappear inside the 1.3 generation:
+# (class or "*", field) -> (first version, first version without).
 _FIELD_SPAN = {
     ("*", "moe_backend"): ("1.4.0rc1", None),
     ("Eagle3DecodingConfig", "spec_dec_variant"): ("1.4.0rc1", None),
@@ -155,8 +211,12 @@ def speculative_kwargs(spec, draft: Optional[str], version: str) -> Dict[str, An
         return {} if k is None else {"num_nextn_predict_layers": k}
     if method == "medusa":
         # k heads, top-1 each: a linear tree of k nodes ([0], [0, 0], ...), so max_draft_len (tree size) is k too.
-        return {"max_draft_len": k, "num_medusa_heads": k, "medusa_choices": [[0] * (i + 1) for i in range(k)],
-                "speculative_model": draft}
+        return {
+            "max_draft_len": k,
+            "num_medusa_heads": k,
+            "medusa_choices": [[0] * (i + 1) for i in range(k)],
+            "speculative_model": draft,
+        }
     if method == "lookahead":
         # k is the lookahead window; n-gram size and verification set keep TensorRT-LLM's defaults (3 and 4).
         return {"max_window_size": k}
@@ -165,15 +225,25 @@ def speculative_kwargs(spec, draft: Optional[str], version: str) -> Dict[str, An
 
 def sampling_params(generation) -> Dict[str, Any]:
     if generation.temperature > 0:
-        return {"max_tokens": generation.max_new_tokens, "temperature": generation.temperature,
-                "top_p": generation.top_p, "seed": generation.seed}
+        return {
+            "max_tokens": generation.max_new_tokens,
+            "temperature": generation.temperature,
+            "top_p": generation.top_p,
+            "seed": generation.seed,
+        }
     return {"max_tokens": generation.max_new_tokens, "temperature": 0.0}  # temperature 0 is greedy in TRT-LLM
 
 
-def native_config(spec, generation, backend, target: str, draft: Optional[str], version: str, version_source: str) -> Dict[str, Any]:
+def native_config(
+    spec, generation, backend, target: str, draft: Optional[str], version: str, version_source: str
+) -> Dict[str, Any]:
     """Everything `LLM(...)` and `SamplingParams(...)` get for one run, as plain data (printed by --dry-run)."""
     method, runtime = str(spec.method), str(backend.runtime)
-    llm_kwargs: Dict[str, Any] = {"model": target, "tensor_parallel_size": backend.tensor_parallel_size, "dtype": str(backend.dtype)}
+    llm_kwargs: Dict[str, Any] = {
+        "model": target,
+        "tensor_parallel_size": backend.tensor_parallel_size,
+        "dtype": str(backend.dtype),
+    }
     if runtime == "pytorch":
         # Iteration stats carry specDecodingStats (drafted / accepted / request-steps); PyTorch backend only.
         llm_kwargs["enable_iter_perf_stats"] = True
@@ -184,8 +254,12 @@ def native_config(spec, generation, backend, target: str, draft: Optional[str], 
         class_name, decoding_type = class_for(method, version)
         kwargs = speculative_kwargs(spec, draft, version)
         kwargs.update(spec.backend_overrides)
-        speculative = {"class": class_name, "import": f"tensorrt_llm.llmapi.{class_name}",
-                       "decoding_type": decoding_type, "kwargs": kwargs}
+        speculative = {
+            "class": class_name,
+            "import": f"tensorrt_llm.llmapi.{class_name}",
+            "decoding_type": decoding_type,
+            "kwargs": kwargs,
+        }
     return {
         "tensorrt_llm_version": version,
         "version_source": version_source,

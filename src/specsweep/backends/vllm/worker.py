@@ -120,7 +120,9 @@ class Engine:
             if self.speculative:
                 sd = completion.spec_decode_metrics
                 acceptance = (
-                    counts_from_request(sd.histogram, sd.num_draft_tokens, sd.num_spec_tokens) if sd else AcceptanceCounts()
+                    counts_from_request(sd.histogram, sd.num_draft_tokens, sd.num_spec_tokens)
+                    if sd
+                    else AcceptanceCounts()
                 )
                 total = total.add(acceptance)
             generations.append(
@@ -136,7 +138,9 @@ class Engine:
                 )
             )
         if window is not None and not same_counts(total, window):
-            raise RuntimeError(f"vLLM per-request acceptance {total} disagrees with its counters for this window {window}")
+            raise RuntimeError(
+                f"vLLM per-request acceptance {total} disagrees with its counters for this window {window}"
+            )
         return {"generations": generations, "wall_s": wall_s}
 
 
