@@ -81,6 +81,8 @@ def test_typo_key_fails_at_compose_time():
         (["backend.dtype=int3"], "backend.dtype", "bfloat16, float16, float32"),
         (["dataset=jsonl", "dataset.path=/no/such.jsonl"], "dataset.path", "an existing .jsonl file"),
         (["dataset.categories=[poetry]"], "dataset.categories", "categories present in the dataset"),
+        (["measurement.objective=[metrics.tokens_per_sec]"], "measurement.objective", "a numeric result path"),
+        (["dataset.num_prompts=0"], "dataset.num_prompts", "an integer >= 1, or null for all prompts"),
     ],
 )
 def test_invalid_configs_name_field_value_and_allowed(overrides, field, allowed):

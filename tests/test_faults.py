@@ -70,6 +70,12 @@ def test_sigkill_leaves_a_running_record_and_a_rerun_measures_again(tmp_path):
     job.wait(timeout=30)
     killed = json.loads(path.read_text())
     assert killed["status"] == "running" and killed["config_hash"] and killed["validity"]["key"]
+    from specsweep.report.data import load_jobs
+    from specsweep.report.html import failures
+
+    (job,) = load_jobs([tmp_path / "outputs" / "runs"])  # the report lists the killed job, though it has no row
+    assert job.row["status"] == "running" and "killed" in job.row["error"]
+    assert "killed while running" in failures([job]) and str(path.parent) in failures([job])
     rerun = run_main(
         *toy_args(tmp_path, "backend.token_delay_s=0.0", "measurement.repetitions=50"),
         cwd=tmp_path,

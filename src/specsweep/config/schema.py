@@ -134,6 +134,18 @@ class MeasurementConfig:
     # result paths returned to the sweeper (one: a float; several: a tuple), e.g. metrics.tokens_per_s
     objective: List[str] = bounded(factory=lambda: ["metrics.tokens_per_s"], min_items=1)
 
+    def check(self, cfg) -> List[Problem]:
+        """Each objective must name a number result.json holds (a typo would make every trial NaN)."""
+        from specsweep.results.types import numeric_paths
+
+        known = numeric_paths()
+        allowed = "a numeric result path such as metrics.tokens_per_s, metrics.tpot_s or energy.joules_per_token"
+        return [
+            ("measurement.objective", path, f"{allowed} (see docs/result.schema.json)")
+            for path in self.objective
+            if path not in known
+        ]
+
 
 @dataclass
 class ExperimentConfig:

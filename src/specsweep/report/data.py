@@ -76,11 +76,30 @@ def _per_prompt(row: Dict[str, Any]) -> List[Dict[str, Any]]:
     return (stored.get("per_prompt") or []) if stored.get("config_hash") == row.get("config_hash") else []
 
 
+def _killed_rows(table: Path, rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Rows for jobs beside this table whose result.json still says `running` and that have no row: killed outright
+    (SIGKILL, the OOM killer) before they could record how they ended."""
+    from specsweep.results.types import summary_row
+
+    recorded = {str(row.get("run_dir")) for row in rows}
+    out = []
+    for path in sorted(table.parent.glob(f"*/{results.RESULT_FILE}")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if data.get("status") == "running" and str(path.parent) not in recorded:
+            out.append({**summary_row(data, path.parent), "error": "no end recorded: the process was killed"})
+    return out
+
+
 def load_jobs(paths: List[Path]) -> List[Job]:
-    """Every job of the given sweeps; a config run several times keeps its latest row (ok preferred)."""
+    """Every job of the given sweeps (killed ones included); a config run several times keeps its latest row
+    (ok preferred)."""
     latest: Dict[str, Dict[str, Any]] = {}
     for table in table_paths(paths):
-        for row in results.read_table(table):
+        rows = list(results.read_table(table))
+        for row in rows + _killed_rows(table, rows):
             key = row.get("config_hash") or row.get("run_dir")
             prior = latest.get(key)
             if prior is None or row.get("status") == "ok" or prior.get("status") != "ok":

@@ -126,12 +126,14 @@ def failures(jobs: List[Job]) -> str:
         [
             html.escape(str(j.row.get("method"))),
             _num(j.k),
+            html.escape(str(j.row.get("status"))),
             f"<span class=fail>{html.escape(str(j.row.get('error')))}</span>",
             html.escape(str(j.row.get("run_dir"))),
         ]
         for j in failed
     ]
-    return "<h2>Failed jobs</h2>" + _table(["method", "k", "error", "run dir"], rows, left=4)
+    title = "<h2>Jobs that did not end ok (failed, interrupted, or killed while running)</h2>"
+    return title + _table(["method", "k", "status", "error", "run dir"], rows, left=5)
 
 
 def render(sources: List[Path]) -> Tuple[str, Dict[str, bytes]]:

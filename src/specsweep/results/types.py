@@ -340,6 +340,22 @@ class Result:
         return summary_row(self.to_dict(), run_dir)
 
 
+def numeric_paths(node: type = None, prefix: str = "") -> List[str]:
+    """Every dotted path to a number in result.json (what `measurement.objective` may name)."""
+    import typing
+
+    node = node or Result
+    out = []
+    for name, hint in typing.get_type_hints(node).items():
+        args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+        target = args[0]
+        if isinstance(target, type) and hasattr(target, "__dataclass_fields__"):
+            out += numeric_paths(target, f"{prefix}{name}.")
+        elif target in (int, float):
+            out.append(f"{prefix}{name}")
+    return out
+
+
 def summary_row(result: Dict[str, Any], run_dir) -> Dict[str, Any]:
     """A result.json's row in the results tables (from its JSON form, so a stored result gives the same row)."""
     energy, stats = result.get("energy") or {}, result.get("stats") or {}
