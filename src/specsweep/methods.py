@@ -6,8 +6,9 @@ Adding a method is one row here plus its mapping in each backend that runs it (a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 from typing import Dict, Literal, Optional
+
+from specsweep.config.fields import Choice
 
 # Where a method's proposer weights come from.
 #   none: no separate weights (the target itself, a lookup table or a suffix tree)
@@ -68,9 +69,7 @@ METHOD_TABLE: Dict[str, MethodSpec] = {m.name: m for m in (
 # fmt: on
 
 # The closed set of `speculation.method` values, as the enum OmegaConf checks at compose time.
-Method = Enum("Method", {name: name for name in METHOD_TABLE}, type=str)
-Method.__str__ = lambda self: self.value  # type: ignore[method-assign]  # prints as the yaml spells it
-Method.__format__ = lambda self, spec: format(self.value, spec)  # type: ignore[method-assign]
+Method = Choice("Method", {name: name for name in METHOD_TABLE})
 
 METHODS = tuple(METHOD_TABLE)
 

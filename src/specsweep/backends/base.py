@@ -18,11 +18,30 @@ from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
 from omegaconf import MISSING
 
+from specsweep.config.fields import Choice
+
 # (field, value, what is allowed): one invalid setting, reported as one line.
 Problem = Tuple[str, Any, str]
 
 # dtypes whose batched verification is not bit-exact with one-token decoding.
 NOT_BIT_EXACT = ("bfloat16", "float16")
+
+
+class Dtype(Choice):
+    """Weight and activation dtypes a backend can be asked for."""
+
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+    float32 = "float32"  # bit-exact between batched verification and one-token decoding
+
+
+class DtypeOrAuto(Choice):
+    """Dtypes for engines that can also pick the checkpoint's own (`auto`)."""
+
+    auto = "auto"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+    float32 = "float32"
 
 
 @dataclass

@@ -8,13 +8,12 @@ several fields are each config's `check()`. `config.validate` runs them all, onc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
 from specsweep.backends.base import BackendConfig, Problem
-from specsweep.config.fields import bounded
+from specsweep.config.fields import Choice, bounded
 from specsweep.energy.config import EnergyConfig
 from specsweep.methods import METHOD_TABLE, Method, method_spec
 from specsweep.tracking.config import LoggerConfig
@@ -80,12 +79,9 @@ class ModelConfig:
     heads: Dict[str, str] = field(default_factory=dict)  # method -> head weights (eagle, eagle3, medusa, ...)
 
 
-class DatasetName(str, Enum):
+class DatasetName(Choice):
     builtin = "builtin"  # the shipped prompt mix
     jsonl = "jsonl"  # a local file
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass

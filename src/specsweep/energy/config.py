@@ -3,28 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
-from specsweep.config.fields import bounded
+from specsweep.config.fields import Choice, bounded
 
 
-class Meter(str, Enum):
+class Meter(Choice):
     none = "none"  # no energy measurement (recorded as unavailable, with the reason)
     zeus = "zeus"  # hardware counters: NVML, amdsmi, RAPL
     codecarbon = "codecarbon"  # an estimate where no counter exists (labelled estimated)
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class TrackingMode(str, Enum):
+class TrackingMode(Choice):
     process = "process"
     machine = "machine"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 METERS = tuple(m.value for m in Meter)

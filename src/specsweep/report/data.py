@@ -56,12 +56,13 @@ class Job:
 
 
 def table_paths(paths: List[Path]) -> List[Path]:
-    """A sweep dir (or any dir holding results.jsonl), or a results.jsonl file itself."""
+    """A sweep dir (or any dir holding results.jsonl, or run dirs whose jobs were killed before writing a row), or a
+    results.jsonl file itself."""
     out = []
     for p in paths:
         p = Path(p)
         table = p if p.is_file() else p / results.TABLE_FILE
-        if not table.is_file():
+        if not table.is_file() and not list(p.glob(f"*/{results.RESULT_FILE}")):
             raise FileNotFoundError(f"{p}: no {results.TABLE_FILE} here (pass a sweep dir or a results table)")
         out.append(table)
     return out

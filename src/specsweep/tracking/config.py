@@ -3,26 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any, List, Optional, Tuple
 
-from specsweep.config.fields import bounded
+from specsweep.config.fields import Choice, bounded
 
 
-class LoggerName(str, Enum):
+class LoggerName(Choice):
     none = "none"  # the local results store only
     wandb = "wandb"  # Weights & Biases
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class WandbMode(str, Enum):
+class WandbMode(Choice):
     offline = "offline"
     online = "online"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass

