@@ -147,6 +147,8 @@ def test_engine_acceptance_matches_draft_calls(tiny_model_dir, other_tiny_model_
         # One prefill call (the prompt is shorter than prefill_step_size), then one call per drafted token.
         assert counter.calls - 1 == counts.drafted, (name, counter.calls, counts)
         assert len(gen.output_ids) == 24 and counts.accepted <= counts.drafted
+        # output = per verification step (accepted + the target's token), the last step maybe cut at max_tokens
+        assert counts.accepted + counts.num_drafts - 1 <= len(gen.output_ids) <= counts.accepted + counts.num_drafts
         assert 0 < gen.ttft_s <= gen.wall_s
         rates[name] = counts.accepted / counts.drafted
     assert rates["same"] > 0.8, rates  # the target drafting for itself: (nearly) every draft is accepted

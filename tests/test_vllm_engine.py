@@ -203,6 +203,9 @@ def test_eagle_heads_build_run_and_stay_lossless(vllm_tiny_dir, baseline, method
     total = gens[0].acceptance.add(gens[1].acceptance).add(gens[2].acceptance)
     assert total.drafted > 0 and total.accepted <= total.drafted
     assert all(a >= b for a, b in zip(total.accepted_per_position, total.accepted_per_position[1:]))
+    for g in gens:  # output = the prefill's token + per verification step (accepted + 1), the last step maybe cut
+        steps, accepted = g.acceptance.num_drafts, g.acceptance.accepted
+        assert accepted + steps + 1 - 2 <= len(g.output_ids) <= accepted + steps + 1, (g.prompt_id, g.acceptance)
 
 
 def test_multirun_none_ngram_draft_model_writes_vllm_counters(tmp_path, vllm_tiny_dir):
