@@ -81,10 +81,10 @@ def dry_run(cfg: ExperimentConfig, session: Session) -> None:
             default=str,
         )
     )
-    spec = method_spec(cfg.speculation.method)
-    if spec.needs_weights and draft_reference(cfg) is None:
+    row = method_spec(cfg.speculation.method)
+    if row.needs_weights and draft_reference(cfg) is None:
         print(
-            f"specsweep: note: no draft weights set (speculation.draft_model or {spec.weights_field()}); "
+            f"specsweep: note: no draft weights set (speculation.draft_model or {row.weights_field()}); "
             "a real run needs them",
             file=sys.stderr,
         )

@@ -37,19 +37,19 @@ class SpeculationConfig:
 
     def check(self, cfg) -> List[Problem]:
         """Which fields a method takes, k where the method needs one, and a valid n-gram window."""
-        spec = method_spec(self.method)
-        if spec.name == "none":
+        row = method_spec(self.method)
+        if row.name == "none":
             return [
                 (f"speculation.{n}", getattr(self, n), "null when speculation.method=none")
                 for n in SPECULATION_FIELDS
                 if getattr(self, n) is not None
             ]
         problems = []
-        if self.num_speculative_tokens is None and not spec.k_optional:
+        if self.num_speculative_tokens is None and not row.k_optional:
             problems.append(
                 ("speculation.num_speculative_tokens", None, f"an integer in [1, {MAX_SPECULATIVE_TOKENS}]")
             )
-        if not spec.ngram_window:
+        if not row.ngram_window:
             allowed = f"null unless speculation.method is one of {', '.join(NGRAM_METHODS)}"
             problems += [
                 (f"speculation.{n}", getattr(self, n), allowed)
@@ -58,12 +58,12 @@ class SpeculationConfig:
             ]
         elif self.ngram_min is not None and self.ngram_max is not None and self.ngram_min > self.ngram_max:
             problems.append(("speculation.ngram_min", self.ngram_min, f"<= speculation.ngram_max ({self.ngram_max})"))
-        if self.draft_model is not None and not spec.takes_weights:
+        if self.draft_model is not None and not row.takes_weights:
             problems.append(
                 (
                     "speculation.draft_model",
                     self.draft_model,
-                    f"null for method={spec.name} (it takes no draft weights)",
+                    f"null for method={row.name} (it takes no draft weights)",
                 )
             )
         return problems

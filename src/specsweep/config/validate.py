@@ -40,9 +40,9 @@ def _method_problems(cfg) -> List[Problem]:
 
 def _model_problems(cfg) -> List[Problem]:
     problems = []
-    spec, draft = method_spec(cfg.speculation.method), draft_reference(cfg)
-    if spec.needs_weights and draft is None and not cfg.dry_run:
-        allowed = f"a draft for method={spec.name}: set speculation.draft_model or {spec.weights_field()}"
+    row, draft = method_spec(cfg.speculation.method), draft_reference(cfg)
+    if row.needs_weights and draft is None and not cfg.dry_run:
+        allowed = f"a draft for method={row.name}: set speculation.draft_model or {row.weights_field()}"
         problems.append(("speculation.draft_model", None, allowed))
     if problem := reference_problem(cfg.model.target):
         problems.append(("model.target", cfg.model.target, problem))

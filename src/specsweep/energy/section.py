@@ -82,17 +82,17 @@ def _idle_corrected_joules(phase, total: PhaseEnergy, watts: Dict[str, float]) -
     return {dev: j - watts.get(dev, 0.0) * seconds for dev, j in total.per_device.items()}
 
 
-def _idle_corrected(spec, base, accepted: Optional[int]) -> IdleCorrected:
+def _idle_corrected(speculative, base, accepted: Optional[int]) -> IdleCorrected:
     """The speculative (and baseline) energy with idle power subtracted, when an idle baseline was measured."""
-    idle = _context(spec).get("idle")
+    idle = _context(speculative).get("idle")
     if idle is None:
         return IdleCorrected(unavailable_reason="no idle baseline (energy.idle_seconds=0)")
     if idle.get("watts") is None:
         return IdleCorrected(unavailable_reason=f"idle power unmeasured: {idle.get('unavailable_reason')}")
-    total = _phase_energy(spec)
-    per_device = _idle_corrected_joules(spec, total, idle["watts"])
+    total = _phase_energy(speculative)
+    per_device = _idle_corrected_joules(speculative, total, idle["watts"])
     joules = sum(per_device.values()) if per_device is not None else None
-    tokens = spec.output_tokens()
+    tokens = speculative.output_tokens()
     corrected = IdleCorrected(
         joules=joules,
         per_device=per_device,
@@ -122,22 +122,22 @@ def _add_baseline(energy: Energy, base) -> None:
     energy.baseline_unavailable_reason = total.unavailable_reason
 
 
-def energy_section(spec, base, accepted: Optional[int]) -> Energy:
-    """Raw and (when an idle baseline exists) idle-corrected energy; energy_ratio = spec J/token / baseline J/token."""
-    total = _phase_energy(spec)
+def energy_section(speculative, base, accepted: Optional[int]) -> Energy:
+    """Raw and (when an idle baseline exists) idle-corrected energy; energy_ratio = J/token over baseline J/token."""
+    total = _phase_energy(speculative)
     energy = Energy(
         joules=total.joules,
         per_device=total.per_device,
-        joules_per_token=_ratio(total.joules, spec.output_tokens()),
+        joules_per_token=_ratio(total.joules, speculative.output_tokens()),
         joules_per_accepted_token=_ratio(total.joules, accepted),
         joules_per_accepted_token_reason=_per_accepted_token_reason(accepted),
         source=total.source,
         estimated=total.estimated,
         unavailable_reason=total.unavailable_reason,
-        not_measured=_context(spec).get("not_measured", {}),
-        windows=_windows(spec),
+        not_measured=_context(speculative).get("not_measured", {}),
+        windows=_windows(speculative),
     )
     if base is not None:
         _add_baseline(energy, base)
-    energy.idle_corrected = _idle_corrected(spec, base, accepted)
+    energy.idle_corrected = _idle_corrected(speculative, base, accepted)
     return energy

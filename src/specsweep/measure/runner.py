@@ -133,21 +133,21 @@ def _median(values: List[Optional[float]]) -> float:
     return median([v for v in values if v is not None] or [float("nan")])
 
 
-def _phase_metrics(spec: Phase, base: Optional[Phase]) -> Metrics:
+def _phase_metrics(speculative: Phase, base: Optional[Phase]) -> Metrics:
     """The headline numbers of the speculative phase, paired with its baseline when there is one."""
-    gens = spec.all()
-    tokens_per_s = _ratio(spec.output_tokens(), spec.wall_s())
+    gens = speculative.all()
+    tokens_per_s = _ratio(speculative.output_tokens(), speculative.wall_s())
     baseline_tokens_per_s = _ratio(base.output_tokens(), base.wall_s()) if base is not None else None
     return Metrics(
         tokens_per_s=tokens_per_s,
-        wall_s=spec.wall_s(),
-        output_tokens=spec.output_tokens(),
+        wall_s=speculative.wall_s(),
+        output_tokens=speculative.output_tokens(),
         ttft_s=_median([g.ttft_s for g in gens]),
         tpot_s=_median([metrics.tpot_s(g) for g in gens]),
         baseline_tokens_per_s=baseline_tokens_per_s,
         baseline_wall_s=base.wall_s() if base is not None else None,
         speedup=_ratio(tokens_per_s, baseline_tokens_per_s) if tokens_per_s else None,
-        **metrics.acceptance_metrics(spec.acceptance()),
+        **metrics.acceptance_metrics(speculative.acceptance()),
     )
 
 
@@ -155,9 +155,9 @@ def _spread(values, confidence: float) -> Spread:
     return Spread(**metrics.spread(values, confidence))
 
 
-def _stats(spec: Phase, base: Optional[Phase], per_prompt: List[PromptRow], confidence: float) -> Stats:
+def _stats(speculative: Phase, base: Optional[Phase], per_prompt: List[PromptRow], confidence: float) -> Stats:
     """Spreads over generations, and (with a baseline) of the per-prompt speedups."""
-    gens = spec.all()
+    gens = speculative.all()
     stats = Stats(
         tokens_per_s=_spread([metrics.tokens_per_s(g) for g in gens], confidence),
         ttft_s=_spread([g.ttft_s for g in gens], confidence),
@@ -177,30 +177,30 @@ def _summed_acceptance(gens: List[Generation]) -> Optional[AcceptanceCounts]:
     return counts
 
 
-def _prompt_row(prompt: Prompt, spec: List[Generation], base: List[Generation], greedy: bool) -> PromptRow:
+def _prompt_row(prompt: Prompt, speculative: List[Generation], base: List[Generation], greedy: bool) -> PromptRow:
     """One prompt's row from its speculative and baseline generations (one per repetition; the first one's output)."""
-    acceptance = metrics.acceptance_metrics(_summed_acceptance(spec))
-    tokens_per_s = median([metrics.tokens_per_s(g) for g in spec]) if spec else None
+    acceptance = metrics.acceptance_metrics(_summed_acceptance(speculative))
+    tokens_per_s = median([metrics.tokens_per_s(g) for g in speculative]) if speculative else None
     baseline_tokens_per_s = median([metrics.tokens_per_s(g) for g in base]) if base else None
-    compared = bool(greedy and spec and base)
+    compared = bool(greedy and speculative and base)
     return PromptRow(
         id=prompt.id,
         category=prompt.category,
-        prompt_tokens=spec[0].prompt_tokens if spec else None,
-        output_tokens=len(spec[0].output_ids) if spec else None,
+        prompt_tokens=speculative[0].prompt_tokens if speculative else None,
+        output_tokens=len(speculative[0].output_ids) if speculative else None,
         tokens_per_s=tokens_per_s,
         acceptance_rate=acceptance["acceptance_rate"],
         mean_acceptance_length=acceptance["mean_acceptance_length"],
         baseline_tokens_per_s=baseline_tokens_per_s,
         speedup=_ratio(tokens_per_s, baseline_tokens_per_s),
         compared_to_baseline=compared,
-        first_mismatch=metrics.first_mismatch(spec[0].output_ids, base[0].output_ids) if compared else None,
-        output_text=spec[0].text if spec else None,
+        first_mismatch=metrics.first_mismatch(speculative[0].output_ids, base[0].output_ids) if compared else None,
+        output_text=speculative[0].text if speculative else None,
     )
 
 
-def _per_prompt(prompts: List[Prompt], spec: Phase, base: Optional[Phase], greedy: bool) -> List[PromptRow]:
-    spec_by_prompt = spec.by_prompt()
+def _per_prompt(prompts: List[Prompt], speculative: Phase, base: Optional[Phase], greedy: bool) -> List[PromptRow]:
+    spec_by_prompt = speculative.by_prompt()
     base_by_prompt = base.by_prompt() if base else {}
     return [_prompt_row(p, spec_by_prompt.get(p.id, []), base_by_prompt.get(p.id, []), greedy) for p in prompts]
 
@@ -227,17 +227,17 @@ def _lossless(cfg, base: Optional[Phase], per_prompt: List[PromptRow], note: Opt
 
 
 def summarize(
-    cfg, prompts: List[Prompt], spec: Phase, base: Optional[Phase], lossless_note: Optional[str] = None
+    cfg, prompts: List[Prompt], speculative: Phase, base: Optional[Phase], lossless_note: Optional[str] = None
 ) -> MeasuredSections:
     """The sections computed from the phases: metrics, stats, per-prompt rows, the lossless check and energy."""
-    per_prompt = _per_prompt(prompts, spec, base, greedy=cfg.generation.temperature == 0)
-    acceptance = spec.acceptance()
+    per_prompt = _per_prompt(prompts, speculative, base, greedy=cfg.generation.temperature == 0)
+    acceptance = speculative.acceptance()
     return MeasuredSections(
-        metrics=_phase_metrics(spec, base),
-        stats=_stats(spec, base, per_prompt, cfg.measurement.confidence),
+        metrics=_phase_metrics(speculative, base),
+        stats=_stats(speculative, base, per_prompt, cfg.measurement.confidence),
         per_prompt=per_prompt,
         lossless=_lossless(cfg, base, per_prompt, lossless_note),
-        energy=energy_section(spec, base, acceptance.accepted if acceptance else None),
+        energy=energy_section(speculative, base, acceptance.accepted if acceptance else None),
     )
 
 

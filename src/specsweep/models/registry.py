@@ -13,12 +13,12 @@ from specsweep.models import packaged
 
 def draft_reference(cfg) -> Optional[str]:
     """The proposer weights a run uses: speculation.draft_model, else the model entry's recommendation."""
-    spec = method_spec(cfg.speculation.method)
-    if not spec.takes_weights:
+    row = method_spec(cfg.speculation.method)
+    if not row.takes_weights:
         return None
     if cfg.speculation.draft_model:
         return cfg.speculation.draft_model
-    return cfg.model.draft if spec.proposer == "draft" else cfg.model.heads.get(spec.name)
+    return cfg.model.draft if row.proposer == "draft" else cfg.model.heads.get(row.name)
 
 
 def _looks_like_path(ref: str) -> bool:

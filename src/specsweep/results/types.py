@@ -304,16 +304,16 @@ class Result:
 
     @classmethod
     def start(cls, cfg, cfg_hash: str, overrides: List[str]) -> Result:
-        spec = cfg.speculation
+        speculation = cfg.speculation
         return cls(
             status="running",
             error=None,
             config_hash=cfg_hash,
             backend=cfg.backend.name,
-            method=str(spec.method),
-            k=spec.num_speculative_tokens,
-            ngram_min=spec.ngram_min,
-            ngram_max=spec.ngram_max,
+            method=str(speculation.method),
+            k=speculation.num_speculative_tokens,
+            ngram_min=speculation.ngram_min,
+            ngram_max=speculation.ngram_max,
             model=cfg.model.name,
             dataset=str(cfg.dataset.name),
             overrides=list(overrides),

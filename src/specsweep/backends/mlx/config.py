@@ -36,7 +36,7 @@ class MlxBackendConfig(BackendConfig):
         return ("none", "draft_model")
 
     def check(self, cfg) -> List[Problem]:
-        spec = cfg.speculation
+        speculation = cfg.speculation
         if not cfg.dry_run and not installed():
             return [("backend", self.name, INSTALL_HINT)]
         problems = []
@@ -48,14 +48,18 @@ class MlxBackendConfig(BackendConfig):
                     "1 on backend=mlx (a draft model disables mlx-lm batching)",
                 )
             )
-        if spec.draft_tp_size not in (None, 1):
+        if speculation.draft_tp_size not in (None, 1):
             problems.append(
-                ("speculation.draft_tp_size", spec.draft_tp_size, "1 or null on backend=mlx (no tensor parallelism)")
+                (
+                    "speculation.draft_tp_size",
+                    speculation.draft_tp_size,
+                    "1 or null on backend=mlx (no tensor parallelism)",
+                )
             )
         allowed = f"one of {', '.join(mapping.OVERRIDABLE)} (mlx-lm generation arguments)"
         problems += [
             (f"speculation.backend_overrides.{key}", value, allowed)
-            for key, value in spec.backend_overrides.items()
+            for key, value in speculation.backend_overrides.items()
             if key not in mapping.OVERRIDABLE
         ]
         return problems

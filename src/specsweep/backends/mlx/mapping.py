@@ -13,12 +13,12 @@ from specsweep.backends.base import AcceptanceCounts
 OVERRIDABLE = ("prefill_step_size", "kv_bits", "kv_group_size", "quantized_kv_start")
 
 
-def native_config(spec, generation) -> Dict[str, Any]:
+def native_config(speculation, generation) -> Dict[str, Any]:
     """{"stream_generate": kwargs, "sampler": make_sampler kwargs, "seed": mx.random seed}."""
     kwargs: Dict[str, Any] = {"max_tokens": generation.max_new_tokens}
-    if spec.method == "draft_model":
-        kwargs["num_draft_tokens"] = spec.num_speculative_tokens
-    kwargs.update(spec.backend_overrides)
+    if speculation.method == "draft_model":
+        kwargs["num_draft_tokens"] = speculation.num_speculative_tokens
+    kwargs.update(speculation.backend_overrides)
     sampler = (
         {"temp": generation.temperature, "top_p": generation.top_p} if generation.temperature > 0 else {"temp": 0.0}
     )

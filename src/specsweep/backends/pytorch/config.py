@@ -27,10 +27,10 @@ class PytorchBackendConfig(BackendConfig):
 
     def check(self, cfg) -> List[Problem]:
         problems = []
-        spec = cfg.speculation
+        speculation = cfg.speculation
         if not (self.device in ("cpu", "cuda") or self.device.startswith("cuda:")):
             problems.append(("backend.device", self.device, "cpu, cuda or cuda:N"))
-        if spec.method != "none" and cfg.generation.batch_size != 1:
+        if speculation.method != "none" and cfg.generation.batch_size != 1:
             problems.append(
                 (
                     "generation.batch_size",
@@ -39,20 +39,20 @@ class PytorchBackendConfig(BackendConfig):
                     "batch-size-1 only); use backend=vllm for batches",
                 )
             )
-        if spec.method == "ngram" and spec.ngram_min not in (None, 1):
+        if speculation.method == "ngram" and speculation.ngram_min not in (None, 1):
             problems.append(
                 (
                     "speculation.ngram_min",
-                    spec.ngram_min,
+                    speculation.ngram_min,
                     "1 or null on backend=pytorch: transformers prompt lookup always tries windows from "
                     "ngram_max down to 1; sweep ngram_min with backend=vllm",
                 )
             )
-        if spec.draft_tp_size not in (None, 1):
+        if speculation.draft_tp_size not in (None, 1):
             problems.append(
                 (
                     "speculation.draft_tp_size",
-                    spec.draft_tp_size,
+                    speculation.draft_tp_size,
                     "1 or null on backend=pytorch (no tensor parallelism)",
                 )
             )

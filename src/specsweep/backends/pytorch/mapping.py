@@ -10,7 +10,7 @@ ASSISTANT_KEYS = ("num_assistant_tokens", "num_assistant_tokens_schedule", "assi
 DEFAULT_NGRAM_MAX = 2
 
 
-def native_config(spec, generation) -> Dict[str, Any]:
+def native_config(speculation, generation) -> Dict[str, Any]:
     """Return {"generate_kwargs": ..., "assistant_generation_config": ...} for one run.
 
     transformers reads k for a draft model from the *assistant's* generation_config, so it travels separately;
@@ -22,15 +22,15 @@ def native_config(spec, generation) -> Dict[str, Any]:
     else:
         generate_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
     assistant: Dict[str, Any] = {}
-    if spec.method == "ngram":
-        generate_kwargs["prompt_lookup_num_tokens"] = spec.num_speculative_tokens
-        generate_kwargs["max_matching_ngram_size"] = spec.ngram_max or DEFAULT_NGRAM_MAX
-    elif spec.method == "draft_model":
+    if speculation.method == "ngram":
+        generate_kwargs["prompt_lookup_num_tokens"] = speculation.num_speculative_tokens
+        generate_kwargs["max_matching_ngram_size"] = speculation.ngram_max or DEFAULT_NGRAM_MAX
+    elif speculation.method == "draft_model":
         assistant = {
-            "num_assistant_tokens": spec.num_speculative_tokens,
+            "num_assistant_tokens": speculation.num_speculative_tokens,
             "num_assistant_tokens_schedule": "constant",
             "assistant_confidence_threshold": 0.0,
         }
-    for key, value in spec.backend_overrides.items():
+    for key, value in speculation.backend_overrides.items():
         (assistant if key in ASSISTANT_KEYS else generate_kwargs)[key] = value
     return {"generate_kwargs": generate_kwargs, "assistant_generation_config": assistant}

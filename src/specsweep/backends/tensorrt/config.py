@@ -73,7 +73,7 @@ def effective_version(backend) -> Tuple[str, str]:
 
 def check(cfg) -> List[Problem]:
     """Version, install, runtime and method rules (cross-field: they depend on the method and the version)."""
-    backend, spec = cfg.backend, cfg.speculation
+    backend, speculation = cfg.backend, cfg.speculation
     version, source = effective_version(backend)
     installed = source.startswith("installed")
     if mapping.api_for(version) is None:
@@ -83,51 +83,57 @@ def check(cfg) -> List[Problem]:
         return [("backend", backend.name, INSTALL_HINT)]
     problems = []
     if (
-        spec.method != "none"
-        and spec.method in mapping.METHOD_RUNTIME
-        and mapping.METHOD_RUNTIME[spec.method] != backend.runtime
+        speculation.method != "none"
+        and speculation.method in mapping.METHOD_RUNTIME
+        and mapping.METHOD_RUNTIME[speculation.method] != backend.runtime
     ):
-        needed = mapping.METHOD_RUNTIME[spec.method]
+        needed = mapping.METHOD_RUNTIME[speculation.method]
         problems.append(
-            ("backend.runtime", backend.runtime, f"{needed} for speculation.method={spec.method} on TensorRT-LLM")
+            (
+                "backend.runtime",
+                backend.runtime,
+                f"{needed} for speculation.method={speculation.method} on TensorRT-LLM",
+            )
         )
     api = mapping.api_for(version)
-    if spec.method != "none" and spec.method not in mapping.METHODS_BY_API[api]:
+    if speculation.method != "none" and speculation.method not in mapping.METHODS_BY_API[api]:
         allowed = ", ".join(mapping.METHODS_BY_API[api])
         problems.append(
             (
                 "speculation.method",
-                spec.method,
+                speculation.method,
                 f"a method TensorRT-LLM {version} maps: {allowed} (EAGLE-1/2 needs 1.2.x)",
             )
         )
-    if spec.draft_tp_size not in (None, backend.tensor_parallel_size):
+    if speculation.draft_tp_size not in (None, backend.tensor_parallel_size):
         problems.append(
             (
                 "speculation.draft_tp_size",
-                spec.draft_tp_size,
+                speculation.draft_tp_size,
                 f"null or {backend.tensor_parallel_size} (backend.tensor_parallel_size): "
                 "TensorRT-LLM's draft shares the target's mapping",
             )
         )
-    if spec.method == "ngram" and spec.ngram_min not in (None, 1):
+    if speculation.method == "ngram" and speculation.ngram_min not in (None, 1):
         problems.append(
             (
                 "speculation.ngram_min",
-                spec.ngram_min,
+                speculation.ngram_min,
                 "1 or null on backend=tensorrt (TensorRT-LLM has no minimum n-gram size)",
             )
         )
-    problems.extend(_override_problems(spec, version))
+    problems.extend(_override_problems(speculation, version))
     return problems
 
 
-def _override_problems(spec, version: str) -> list[tuple[str, object, str]]:
-    if not spec.backend_overrides:
+def _override_problems(speculation, version: str) -> list[tuple[str, object, str]]:
+    if not speculation.backend_overrides:
         return []
-    if spec.method == "none":
-        return [("speculation.backend_overrides", dict(spec.backend_overrides), "empty when speculation.method=none")]
-    found = mapping.class_for(spec.method, version)
+    if speculation.method == "none":
+        return [
+            ("speculation.backend_overrides", dict(speculation.backend_overrides), "empty when speculation.method=none")
+        ]
+    found = mapping.class_for(speculation.method, version)
     if found is None:
         return []  # the method itself is already reported
     known = mapping.fields(found[0], version)
@@ -137,6 +143,6 @@ def _override_problems(spec, version: str) -> list[tuple[str, object, str]]:
             value,
             f"a field of {found[0]} in TensorRT-LLM {version}: {', '.join(sorted(known))}",
         )
-        for key, value in spec.backend_overrides.items()
+        for key, value in speculation.backend_overrides.items()
         if key not in known
     ]

@@ -191,9 +191,9 @@ def fields(class_name: str, version: str) -> FrozenSet[str]:
     return frozenset(names)
 
 
-def speculative_kwargs(spec, draft: Optional[str], version: str) -> Dict[str, Any]:
+def speculative_kwargs(speculation, draft: Optional[str], version: str) -> Dict[str, Any]:
     """The decoding-config constructor arguments for one run (before backend_overrides)."""
-    method, k = spec.method, spec.num_speculative_tokens
+    method, k = speculation.method, speculation.num_speculative_tokens
     api = api_for(version)
     if method == "draft_model":
         return {"max_draft_len": k, "speculative_model": draft}
@@ -205,7 +205,7 @@ def speculative_kwargs(spec, draft: Optional[str], version: str) -> Dict[str, An
     if method == "eagle":
         return {"max_draft_len": k, "speculative_model": draft}
     if method == "ngram":
-        return {"max_draft_len": k, "max_matching_ngram_size": spec.ngram_max or DEFAULT_NGRAM_MAX}
+        return {"max_draft_len": k, "max_matching_ngram_size": speculation.ngram_max or DEFAULT_NGRAM_MAX}
     if method == "mtp":
         # k is the number of MTP layers used; it overwrites max_draft_len. None: the model's own (1.2.1 default 1).
         return {} if k is None else {"num_nextn_predict_layers": k}
@@ -235,10 +235,10 @@ def sampling_params(generation) -> Dict[str, Any]:
 
 
 def native_config(
-    spec, generation, backend, target: str, draft: Optional[str], version: str, version_source: str
+    speculation, generation, backend, target: str, draft: Optional[str], version: str, version_source: str
 ) -> Dict[str, Any]:
     """Everything `LLM(...)` and `SamplingParams(...)` get for one run, as plain data (printed by --dry-run)."""
-    method, runtime = str(spec.method), str(backend.runtime)
+    method, runtime = str(speculation.method), str(backend.runtime)
     llm_kwargs: Dict[str, Any] = {
         "model": target,
         "tensor_parallel_size": backend.tensor_parallel_size,
@@ -252,8 +252,8 @@ def native_config(
     speculative = None
     if method != "none":
         class_name, decoding_type = class_for(method, version)
-        kwargs = speculative_kwargs(spec, draft, version)
-        kwargs.update(spec.backend_overrides)
+        kwargs = speculative_kwargs(speculation, draft, version)
+        kwargs.update(speculation.backend_overrides)
         speculative = {
             "class": class_name,
             "import": f"tensorrt_llm.llmapi.{class_name}",

