@@ -64,7 +64,8 @@ def precheck(conf_dir: Path, argv: List[str], session) -> List[str]:
         Path("outputs/optuna").mkdir(parents=True, exist_ok=True)  # the studies' SQLite files live here
     run_valid = "--run-valid" in argv
     argv = [a for a in argv if a != "--run-valid"]
-    if any(a in ("-m", "--multirun") for a in argv) and not run_valid:
+    other_flags = [a for a in argv if a.split("=")[0] in HYDRA_FLAGS and a not in ("-m", "--multirun")]
+    if any(a in ("-m", "--multirun") for a in argv) and not run_valid and not other_flags:
         check_grid(conf_dir, argv, session)
     if any(a.split("=")[0] in HYDRA_FLAGS for a in argv):
         return argv

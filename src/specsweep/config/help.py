@@ -27,7 +27,8 @@ EXAMPLES = """Examples:
 
 FOOTER = """Any field can be overridden as group.field=value (see --cfg job for the composed config); every invalid
 value fails before anything loads with one line naming the field, the value and what is allowed.
-Flags: --dry-run, --support-matrix, -m/--multirun, --cfg job, --hydra-help. Docs: README.md and docs/."""
+Flags: --dry-run, --support-matrix, -m/--multirun (--run-valid: run a grid's valid jobs even if others are invalid),
+--cfg job, --hydra-help. Docs: README.md and docs/."""
 
 
 def group_options(conf_dir: Path) -> Dict[str, List[str]]:
