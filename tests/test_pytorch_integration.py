@@ -138,10 +138,13 @@ def test_sweep_reuses_baseline_and_models_and_a_rerun_skips_finished_jobs(tmp_pa
     assert first[0]["metrics"]["baseline_tokens_per_s"] == first[1]["metrics"]["baseline_tokens_per_s"]
     rerun = run_main(*args, cwd=tmp_path)
     assert rerun.returncode == 0
-    assert (rerun.stdout + rerun.stderr).count("skipping: this config already has an ok result") == 2
-    assert len(results_in(tmp_path)) == 2  # nothing new was measured
+    assert (rerun.stdout + rerun.stderr).count("reusing the ok result of this config") == 2
+    reruns = [r for r in results_in(tmp_path) if r["reused_from"]]
+    assert len(reruns) == 2 and all(r["metrics"] == first[i]["metrics"] for i, r in enumerate(reruns))
+    measured = [r for r in results_in(tmp_path) if not r["reused_from"]]
+    assert len(measured) == 2  # nothing new was measured: the rerun's sweep records the reused results
     forced = run_main(*args, "force=true", cwd=tmp_path)
-    assert forced.returncode == 0 and len(results_in(tmp_path)) == 4
+    assert forced.returncode == 0 and len([r for r in results_in(tmp_path) if not r["reused_from"]]) == 4
 
 
 def test_a_no_speculation_job_is_the_baseline_of_the_next_jobs(tmp_path, tiny_model_dir):
@@ -154,7 +157,11 @@ def test_a_no_speculation_job_is_the_baseline_of_the_next_jobs(tmp_path, tiny_mo
 
 
 def test_an_invalid_job_in_a_sweep_is_recorded_with_the_validation_message(tmp_path, tiny_model_dir):
-    proc = run_main("-m", "speculation.num_speculative_tokens=0,2", *SMALL, *tiny(tiny_model_dir), cwd=tmp_path)
+    args = ["-m", "speculation.num_speculative_tokens=0,2", *SMALL, *tiny(tiny_model_dir)]
+    refused = run_main(*args, cwd=tmp_path)  # a grid's invalid job stops the whole sweep before anything runs
+    assert refused.returncode == 2 and "speculation.num_speculative_tokens=0 is invalid" in refused.stderr
+    assert not (tmp_path / "outputs").exists()
+    proc = run_main(*args, "--run-valid", cwd=tmp_path)  # ... unless asked to run the valid ones
     assert proc.returncode != 0
     by_k = {r["k"]: r for r in results_in(tmp_path)}
     assert by_k[2]["status"] == "ok"
