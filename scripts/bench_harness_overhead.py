@@ -40,7 +40,7 @@ def bare_loop(engine, prompts) -> float:
         for key, value in native["assistant_generation_config"].items():
             setattr(engine.assistant.generation_config, key, value)
         kwargs["assistant_model"] = engine.assistant
-    inputs = [engine._encode(p) for p in prompts]
+    inputs = [torch.tensor([engine.encode(p)]) for p in prompts]
     start = time.perf_counter()
     for ids in inputs:
         torch.manual_seed(0)
