@@ -83,6 +83,12 @@ def test_typo_key_fails_at_compose_time():
         (["dataset.categories=[poetry]"], "dataset.categories", "categories present in the dataset"),
         (["measurement.objective=[metrics.tokens_per_sec]"], "measurement.objective", "a numeric result path"),
         (["dataset.num_prompts=0"], "dataset.num_prompts", "an integer >= 1, or null for all prompts"),
+        (["measurement.pairing=alternate"], "measurement.pairing", "auto, interleaved, phased"),
+        (
+            ["backend=vllm", "speculation=ngram", "measurement.pairing=interleaved"],
+            "measurement.pairing",
+            "auto or phased on backend=vllm (one vLLM engine per process",
+        ),
     ],
 )
 def test_invalid_configs_name_field_value_and_allowed(overrides, field, allowed):

@@ -1,4 +1,4 @@
-"""The GPU stack on a machine without a GPU: setup's choice of lock file, and the GPU lock resolving with the shared stack.
+"""The GPU stack on a CPU machine: setup's choice of lock file, and the GPU lock resolving with the shared stack.
 
 The resolution is pip's real resolver against the real registry (`pip install --dry-run --report`): a pin in
 requirements-gpu.txt or requirements-common.txt that cannot co-install fails here, not on a user's first GPU day.
@@ -90,7 +90,7 @@ def _plan(tmp_path: Path, *flags: str, nvidia_smi: str | None) -> subprocess.Com
 
 H100 = 'echo "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-2f1c0c52-0000-0000-0000-000000000000)"'
 NO_DRIVER = (
-    'echo "NVIDIA-SMI has failed because it couldn\'t communicate with the NVIDIA driver. '
+    "echo \"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. "
     'Make sure that the latest NVIDIA driver is installed and running."; exit 9'
 )
 
@@ -116,3 +116,29 @@ def test_setup_picks_the_lock_for_the_machine(tmp_path, nvidia_smi, flags, stack
 def test_tensorrt_without_the_gpu_stack_is_refused(tmp_path):
     proc = _plan(tmp_path, "--tensorrt", nvidia_smi=None)
     assert proc.returncode == 2 and "--tensorrt needs the GPU stack" in proc.stderr
+
+
+def _walkthrough_commands() -> list[list[str]]:
+    """Every `main.py` command in docs/gpu.md's walkthroughs, as argument lists (placeholders excluded)."""
+    lines = (REPO / "docs" / "gpu.md").read_text().splitlines()
+    commands = [line.split("#")[0].split() for line in lines if line.startswith(".venv/bin/python main.py ")]
+    return [[arg for arg in cmd[2:] if arg != "--dry-run"] for cmd in commands if not any("<" in a for a in cmd)]
+
+
+def test_the_gpu_walkthrough_commands_compose_validate_and_map_to_the_documented_weights(tmp_path):
+    from conftest import run_main
+
+    commands = _walkthrough_commands()
+    assert len(commands) >= 3
+    printed = ""
+    for args in commands:
+        proc = run_main(*args, "--dry-run", cwd=tmp_path, timeout=300)
+        assert proc.returncode == 0, f"{args}: {proc.stderr[-2000:]}"
+        printed += proc.stdout
+    for hub_id in (
+        "meta-llama/Llama-3.1-8B-Instruct",
+        "meta-llama/Llama-3.2-1B-Instruct",
+        "yuhuili/EAGLE3-LLaMA3.1-Instruct-8B",
+    ):
+        assert f'"{hub_id}"' in printed  # the table's weights are what the jobs would load
+    assert '"device": "cuda"' in printed and '"device": "cuda:1"' in printed and '"enforce_eager": false' in printed

@@ -126,8 +126,21 @@ def test_a_crashing_job_is_recorded_failed_and_the_sweep_goes_on(tmp_path, tiny_
     assert sorted(json.loads(line)["status"] for line in table.read_text().splitlines()) == ["failed", "ok"]
 
 
-def test_sweep_reuses_baseline_and_models_and_a_rerun_skips_finished_jobs(tmp_path, tiny_model_dir):
-    args = ["-m", "speculation.num_speculative_tokens=2,3", *SMALL, *tiny(tiny_model_dir)]
+def test_interleaved_jobs_measure_their_own_baseline_on_the_shared_target_weights(tmp_path, tiny_model_dir):
+    proc = run_main("-m", "speculation.num_speculative_tokens=2,3", *SMALL, *tiny(tiny_model_dir), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = results_in(tmp_path)
+    assert len(results) == 2
+    for result in results:  # the default pairing on pytorch: each job interleaves its own baseline
+        assert result["baseline"]["pairing"] == "interleaved" and result["baseline"]["measured_in_job"]
+        assert result["baseline"]["source"] == "measured in this job, interleaved with the speculative generations"
+        assert result["metrics"]["baseline_tokens_per_s"] > 0 and result["lossless"]["match_rate"] == 1.0
+    # baseline and speculative engines of both jobs used one load of the weights (target and draft are one dir here)
+    assert list(results[-1]["environment"]["model_loads"].values()) == [1]
+
+
+def test_phased_sweep_reuses_baseline_and_models_and_a_rerun_skips_finished_jobs(tmp_path, tiny_model_dir):
+    args = ["-m", "speculation.num_speculative_tokens=2,3", "measurement.pairing=phased", *SMALL, *tiny(tiny_model_dir)]
     proc = run_main(*args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     first = results_in(tmp_path)
@@ -148,7 +161,9 @@ def test_sweep_reuses_baseline_and_models_and_a_rerun_skips_finished_jobs(tmp_pa
 
 
 def test_a_no_speculation_job_is_the_baseline_of_the_next_jobs(tmp_path, tiny_model_dir):
-    proc = run_main("-m", "speculation=none,ngram", *SMALL, *tiny(tiny_model_dir), cwd=tmp_path)
+    proc = run_main(
+        "-m", "speculation=none,ngram", "measurement.pairing=phased", *SMALL, *tiny(tiny_model_dir), cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     by_method = {r["method"]: r for r in results_in(tmp_path)}
     assert by_method["ngram"]["baseline"]["source"].startswith("reused")

@@ -23,7 +23,7 @@ SPEC_S = {"p1": 0.05, "p2": 0.025, "p3": 0.02}
 
 class Clock:
     def __init__(self):
-        self.now = 1000.0
+        self.start = self.now = 1000.0
 
     def perf_counter(self) -> float:
         return self.now
@@ -34,9 +34,11 @@ class FakeEngine(Backend):
 
     name = "fake"
 
-    def __init__(self, clock: Clock, per_token: Dict[str, float], speculative: bool, diverge: Dict[str, int]):
+    def __init__(self, clock: Clock, per_token: Dict[str, float], speculative: bool, diverge: Dict[str, int], **seen):
         self.clock, self.per_token, self.speculative, self.diverge = clock, per_token, speculative, diverge
         self.generation, self.backend = SimpleNamespace(chat_template=False), SimpleNamespace(dtype="float32")
+        self.calls = seen.get("calls")  # (base|spec, prompt id) of every measured generate, in order
+        self.slowdown = seen.get("slowdown", 0.0)  # the machine gets this much slower per second of clock time
 
     def load(self) -> None:
         pass
@@ -50,8 +52,10 @@ class FakeEngine(Backend):
             ids = list(range(TOKENS[p.id]))
             if p.id in self.diverge:
                 ids[self.diverge[p.id]] = -1  # a planted divergence from the baseline's output
-            wall = TOKENS[p.id] * self.per_token[p.id]
+            wall = TOKENS[p.id] * self.per_token[p.id] * (1 + self.slowdown * (self.clock.now - self.clock.start))
             self.clock.now += wall
+            if self.calls is not None:
+                self.calls.append(("spec" if self.speculative else "base", p.id))
             counts = AcceptanceCounts(drafted=8, accepted=6, num_drafts=2, accepted_per_position=[2, 2, 1, 1])
             out.append(Generation(p.id, 5, ids, wall, self.per_token[p.id], counts if self.speculative else None))
         return out
@@ -63,12 +67,12 @@ def setup(monkeypatch):
     monkeypatch.setattr(runner, "time", SimpleNamespace(perf_counter=clock.perf_counter))
     builds = []
 
-    def build(diverge=None):
+    def build(diverge=None, **seen):
         def build_engine(cfg):
             speculative = cfg.speculation.method != "none"
             builds.append(str(cfg.speculation.method))
             return FakeEngine(
-                clock, SPEC_S if speculative else BASE_S, speculative, (diverge or {}) if speculative else {}
+                clock, SPEC_S if speculative else BASE_S, speculative, (diverge or {}) if speculative else {}, **seen
             )
 
         return build_engine
@@ -77,8 +81,10 @@ def setup(monkeypatch):
     return cfg, build, builds
 
 
-def test_pairing_by_prompt_and_the_speedup_arithmetic(setup):
+@pytest.mark.parametrize("pairing", ["interleaved", "phased"])
+def test_pairing_by_prompt_and_the_speedup_arithmetic(setup, pairing):
     cfg, build, _ = setup
+    cfg.measurement.pairing = pairing
     sections = runner.run(cfg, PROMPTS, build(), NoEnergyMeter(), Session())
     rows = {r.id: r for r in sections.per_prompt}
     for pid in TOKENS:  # each prompt is paired with its own baseline
@@ -94,8 +100,9 @@ def test_pairing_by_prompt_and_the_speedup_arithmetic(setup):
     assert m.acceptance_rate == pytest.approx(36 / 48) and m.mean_acceptance_length == pytest.approx(1 + 36 / 12)
 
 
-def test_the_baseline_is_reused_in_a_session_and_measured_again_in_a_new_one(setup):
+def test_phased_the_baseline_is_reused_in_a_session_and_measured_again_in_a_new_one(setup):
     cfg, build, builds = setup
+    cfg.measurement.pairing = "phased"
     session = Session()
     first = runner.run(cfg, PROMPTS, build(), NoEnergyMeter(), session)
     assert first.baseline.measured_in_job and builds == ["none", "ngram"]
@@ -106,6 +113,35 @@ def test_the_baseline_is_reused_in_a_session_and_measured_again_in_a_new_one(set
     assert second.metrics.baseline_tokens_per_s == pytest.approx(first.metrics.baseline_tokens_per_s)
     runner.run(cfg, PROMPTS, build(), NoEnergyMeter(), Session())
     assert builds[-2:] == ["none", "ngram"]
+    assert second.baseline.pairing == "phased" and second.baseline.pairing_reason == "measurement.pairing=phased"
+
+
+def test_interleaved_alternates_who_goes_first_and_measures_its_own_baseline_every_job(setup):
+    cfg, build, builds = setup
+    session = Session()
+    calls = []
+    runner.run(cfg, PROMPTS, build(calls=calls), NoEnergyMeter(), session)
+    first_rep = [("base", "p1"), ("spec", "p1"), ("spec", "p2"), ("base", "p2"), ("base", "p3"), ("spec", "p3")]
+    second_rep = [("spec", "p1"), ("base", "p1"), ("base", "p2"), ("spec", "p2"), ("spec", "p3"), ("base", "p3")]
+    assert calls == first_rep + second_rep
+    second = runner.run(cfg, PROMPTS, build(), NoEnergyMeter(), session)
+    assert second.baseline.measured_in_job and builds == ["none", "ngram", "none", "ngram"]
+    assert second.baseline.pairing == "interleaved" and "holds the baseline and the speculative engine" in (
+        second.baseline.pairing_reason
+    )
+
+
+def test_interleaving_keeps_a_machine_slowing_down_out_of_the_speedup(setup):
+    """The machine slows down steadily while a job runs (thermal throttling, a neighbour's load): phased pairing
+    charges the slowdown to the phase that runs second; interleaved pairing spreads it over both sides."""
+    cfg, build, _ = setup
+    true_speedup = runner.run(cfg, PROMPTS, build(), NoEnergyMeter(), Session()).metrics.speedup
+    measured = {}
+    for pairing in ("phased", "interleaved"):
+        cfg.measurement.pairing = pairing
+        measured[pairing] = runner.run(cfg, PROMPTS, build(slowdown=0.05), NoEnergyMeter(), Session()).metrics.speedup
+    assert measured["phased"] < 0.9 * true_speedup  # the later, slower speculative phase looks worse than it is
+    assert measured["interleaved"] == pytest.approx(true_speedup, rel=0.05)
 
 
 def test_the_lossless_check_finds_a_planted_divergence(setup):

@@ -123,6 +123,9 @@ class BackendConfig:
     the registry (`specsweep.backends.registry`) is built from these subclasses."""
 
     engine: ClassVar[str] = ""  # dotted path of the engine (a `Backend` subclass), imported only when built
+    # Why this backend cannot hold a baseline and a speculative engine at once (None: it can, so their generations
+    # are interleaved; see measurement.pairing). The default is the safe answer for a backend that has not said.
+    holds_one_engine: ClassVar[Optional[str]] = "the backend does not declare that it can hold two engines at once"
 
     name: str = MISSING  # backend id, as chosen with `backend=<name>`
 

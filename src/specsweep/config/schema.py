@@ -118,6 +118,14 @@ class GenerationConfig:
     batch_size: int = bounded(1, ge=1)  # prompts per generate call (speculation's benefit falls as it grows)
 
 
+class Pairing(Choice):
+    """How the baseline's generations are paired with the speculative ones."""
+
+    auto = "auto"  # interleaved where the backend can hold both engines at once, else phased
+    interleaved = "interleaved"  # alternate baseline and speculative per prompt and repetition (who goes first too)
+    phased = "phased"  # every baseline generation, then every speculative one (a baseline may be reused in a sweep)
+
+
 @dataclass
 class MeasurementConfig:
     """How runs are timed and compared."""
@@ -125,6 +133,7 @@ class MeasurementConfig:
     warmup: int = bounded(1, ge=0)  # unmeasured generations per engine before timing
     repetitions: int = bounded(2, ge=1)  # measured passes over the prompt set
     baseline: bool = True  # also time a no-speculation run on the same prompts (for speedup)
+    pairing: Pairing = Pairing.auto  # interleaved: machine drift lands on both sides of the speedup alike
     lossless_check: bool = True  # compare speculative greedy output with the baseline's
     confidence: float = bounded(0.95, gt=0, lt=1)  # level of the reported intervals
     # result paths returned to the sweeper (one: a float; several: a tuple), e.g. metrics.tokens_per_s
@@ -136,11 +145,16 @@ class MeasurementConfig:
 
         known = numeric_paths()
         allowed = "a numeric result path such as metrics.tokens_per_s, metrics.tpot_s or energy.joules_per_token"
-        return [
+        problems = [
             ("measurement.objective", path, f"{allowed} (see docs/result.schema.json)")
             for path in self.objective
             if path not in known
         ]
+        blocker = type(cfg.backend).holds_one_engine
+        if self.pairing == Pairing.interleaved and blocker:
+            allowed = f"auto or phased on backend={cfg.backend.name} ({blocker})"
+            problems.append(("measurement.pairing", str(self.pairing), allowed))
+        return problems
 
 
 @dataclass

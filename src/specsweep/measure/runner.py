@@ -67,9 +67,25 @@ class Phase:
         return total
 
 
+def _batches(prompts: List[Prompt], cfg) -> List[List[Prompt]]:
+    size = cfg.generation.batch_size
+    return [prompts[i : i + size] for i in range(0, len(prompts), size)]
+
+
+def _window(engine, chunk: List[Prompt], meter: EnergyMeter, phase: Phase, outputs: List[Generation]) -> None:
+    """One timed and metered generation of a batch; a window starts and ends when the device is idle."""
+    engine.synchronize()
+    meter.begin(phase.label)
+    start = time.perf_counter()
+    outputs.extend(engine.generate(chunk))
+    engine.synchronize()
+    phase.batch_walls.append(time.perf_counter() - start)
+    phase.energy.append(meter.end(phase.label))
+
+
 def measure_phase(engine, prompts: List[Prompt], cfg, meter: EnergyMeter, label: str, progress: Progress) -> Phase:
-    batch = cfg.generation.batch_size
-    batches = [prompts[i : i + batch] for i in range(0, len(prompts), batch)]
+    """Warm up, then every repetition over every batch on one engine."""
+    batches = _batches(prompts, cfg)
     task = progress.add_task(
         f"{label}: warm-up", total=cfg.measurement.warmup + cfg.measurement.repetitions * len(batches)
     )
@@ -82,17 +98,40 @@ def measure_phase(engine, prompts: List[Prompt], cfg, meter: EnergyMeter, label:
         progress.update(task, description=f"{label}: repetition {rep + 1}/{cfg.measurement.repetitions}")
         outputs: List[Generation] = []
         for chunk in batches:
-            engine.synchronize()  # a window starts and ends when the device is idle
-            meter.begin(label)
-            start = time.perf_counter()
-            outputs.extend(engine.generate(chunk))
-            engine.synchronize()
-            phase.batch_walls.append(time.perf_counter() - start)
-            phase.energy.append(meter.end(label))
+            _window(engine, chunk, meter, phase, outputs)
             progress.advance(task)
         phase.generations.append(outputs)
     phase.seconds = time.perf_counter() - started
     return phase
+
+
+def measure_interleaved(engines: Dict[str, Any], prompts: List[Prompt], cfg, meter: EnergyMeter, progress: Progress):
+    """Both engines warm up, then for every repetition and batch each engine generates once, the one going first
+    alternating from batch to batch and repetition to repetition: whatever the machine does meanwhile (clock changes,
+    other load) lands on both sides of the speedup. engines: label -> engine, in order. Returns label -> Phase."""
+    batches = _batches(prompts, cfg)
+    reps = cfg.measurement.repetitions
+    total = len(engines) * (cfg.measurement.warmup + reps * len(batches))
+    task = progress.add_task("interleaved: warm-up", total=total)
+    started = time.perf_counter()
+    for engine in engines.values():
+        for _ in range(cfg.measurement.warmup):
+            engine.generate(batches[0])
+            progress.advance(task)
+    phases = {label: Phase(label) for label in engines}
+    for rep in range(reps):
+        progress.update(task, description=f"interleaved: repetition {rep + 1}/{reps}")
+        outputs: Dict[str, List[Generation]] = {label: [] for label in engines}
+        for i, chunk in enumerate(batches):
+            order = list(engines) if (rep + i) % 2 == 0 else list(reversed(engines))
+            for label in order:
+                _window(engines[label], chunk, meter, phases[label], outputs[label])
+                progress.advance(task)
+        for label, phase in phases.items():
+            phase.generations.append(outputs[label])
+    for phase in phases.values():  # the time is shared: split evenly (Timing.generation_s adds it back up)
+        phase.seconds = (time.perf_counter() - started) / len(phases)
+    return phases
 
 
 def baseline_key(cfg) -> str:
@@ -279,6 +318,13 @@ def _cost_ratio(cfg, prompts, build_engine, base_phase: Optional[Phase], session
     return session.slot(COST_RATIOS, capacity=1).get_or_create(key, measure)
 
 
+def _sections(cfg, prompts, phase: Phase, base_phase: Optional[Phase], engine) -> MeasuredSections:
+    sections = summarize(cfg, prompts, phase, base_phase, engine.lossless_note())
+    sections.metrics = replace(sections.metrics, **_peak_memory(engine))
+    sections.environment = engine.environment()
+    return sections
+
+
 def _speculative_phase(cfg, prompts, build_engine, meter, progress, base_phase, timing: Timing):
     """Load the job's own engine, measure it and summarize against the baseline -> (its phase, its sections)."""
     start = time.perf_counter()
@@ -287,12 +333,42 @@ def _speculative_phase(cfg, prompts, build_engine, meter, progress, base_phase, 
     label = "speculative" if cfg.speculation.method != "none" else "no speculation"
     try:
         phase = measure_phase(engine, prompts, cfg, meter, label, progress)
-        sections = summarize(cfg, prompts, phase, base_phase, engine.lossless_note())
-        sections.metrics = replace(sections.metrics, **_peak_memory(engine))
-        sections.environment = engine.environment()
+        sections = _sections(cfg, prompts, phase, base_phase, engine)
     finally:
         engine.close()
     return phase, sections
+
+
+def _interleaved_phases(cfg, prompts, build_engine, meter, progress, timing: Timing):
+    """Both engines loaded at once and measured interleaved -> (baseline phase, speculative phase, sections, info)."""
+    start = time.perf_counter()
+    base_engine = build_engine(baseline_config(cfg))
+    timing.baseline_load_s = time.perf_counter() - start
+    try:
+        start = time.perf_counter()
+        engine = build_engine(cfg)
+        timing.load_s = time.perf_counter() - start
+        try:
+            engines = {"baseline": base_engine, "speculative": engine}
+            phases = measure_interleaved(engines, prompts, cfg, meter, progress)
+            sections = _sections(cfg, prompts, phases["speculative"], phases["baseline"], engine)
+        finally:
+            engine.close()
+    finally:
+        base_engine.close()
+    source = "measured in this job, interleaved with the speculative generations"
+    info = BaselineInfo(measured=True, measured_in_job=True, key=baseline_key(cfg), source=source)
+    return phases["baseline"], phases["speculative"], sections, info
+
+
+def pairing(cfg) -> Tuple[str, str]:
+    """How this job pairs its baseline with the speculative generations, and why."""
+    blocker = type(cfg.backend).holds_one_engine
+    if str(cfg.measurement.pairing) == "phased":
+        return "phased", "measurement.pairing=phased"
+    if blocker:
+        return "phased", f"backend={cfg.backend.name}: {blocker}"
+    return "interleaved", f"backend={cfg.backend.name} holds the baseline and the speculative engine at once"
 
 
 def _peak_memory(engine) -> Dict[str, Any]:
@@ -304,9 +380,17 @@ def run(cfg, prompts: List[Prompt], build_engine, meter: EnergyMeter, session) -
     """build_engine(cfg) -> a loaded Backend. Returns the measured sections of result.json."""
     speculative = cfg.speculation.method != "none"
     timing = Timing()
+    mode, why = pairing(cfg)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as progress:
-        base_phase, baseline_info = _baseline_phase(cfg, prompts, build_engine, meter, progress, session, timing)
-        spec_phase, sections = _speculative_phase(cfg, prompts, build_engine, meter, progress, base_phase, timing)
+        if speculative and cfg.measurement.baseline and mode == "interleaved":
+            base_phase, spec_phase, sections, baseline_info = _interleaved_phases(
+                cfg, prompts, build_engine, meter, progress, timing
+            )
+        else:
+            base_phase, baseline_info = _baseline_phase(cfg, prompts, build_engine, meter, progress, session, timing)
+            spec_phase, sections = _speculative_phase(cfg, prompts, build_engine, meter, progress, base_phase, timing)
+    if baseline_info.measured:
+        baseline_info.pairing, baseline_info.pairing_reason = mode, why
     if not speculative:  # a no-speculation job is itself the baseline of later jobs with the same key
         session.slot(BASELINES, capacity=1).put(baseline_key(cfg), spec_phase)
     sections.baseline = baseline_info

@@ -210,6 +210,12 @@ class BaselineInfo:
     measured_in_job: bool = doc("it was measured in this job (not reused)")
     key: Optional[str] = doc("hash of everything a baseline depends on; equal keys are interchangeable", default=None)
     source: Optional[str] = doc("measured in this job, or reused from earlier in this process", default=None)
+    pairing: Optional[str] = doc(
+        "interleaved (baseline and speculative generations alternate per prompt and repetition) or phased "
+        "(all baseline generations, then all speculative ones)",
+        default=None,
+    )
+    pairing_reason: Optional[str] = doc("why this pairing was used", default=None)
 
 
 @dataclass(kw_only=True)

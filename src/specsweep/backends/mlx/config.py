@@ -26,6 +26,7 @@ class MlxBackendConfig(BackendConfig):
     """
 
     engine = "specsweep.backends.mlx.backend.MlxBackend"
+    holds_one_engine = None  # the baseline and the speculative engine share the target weights (session slot)
 
     name: str = "mlx"
     dtype: Optional[Dtype] = None  # cast weights after loading; null keeps the checkpoint's dtype

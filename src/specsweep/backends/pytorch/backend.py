@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.generation.streamers import BaseStreamer
 
 from specsweep.backends.base import AcceptanceCounts, Backend, Generation, Prompt, ResolvedModels
+from specsweep.backends.pytorch.device import accelerator_for
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -117,6 +118,7 @@ class PytorchBackend(Backend):
     def __init__(self, cfg, native: Dict[str, Any], models: ResolvedModels, session):
         super().__init__(cfg, native, models, session)
         self.device = self.backend.device
+        self.accelerator = accelerator_for(self.device)
         self.model = None
         self.assistant = None
 
@@ -135,12 +137,10 @@ class PytorchBackend(Backend):
         self.model = self._model(self.models.target)
         if self.method == "draft_model":
             self.assistant = self._model(self.models.draft)
-        if self.device.startswith("cuda"):
-            torch.cuda.reset_peak_memory_stats()
+        self.accelerator.reset_peak_memory()
 
     def synchronize(self) -> None:
-        if self.device.startswith("cuda"):
-            torch.cuda.synchronize()
+        self.accelerator.synchronize()
 
     def generate(self, prompts: List[Prompt]) -> List[Generation]:
         return [self._generate_one(p) for p in prompts]
@@ -187,17 +187,9 @@ class PytorchBackend(Backend):
         )
 
     def peak_memory(self) -> Dict[str, Any]:
-        if not self.device.startswith("cuda"):
-            return super().peak_memory()
-        per_device = {f"cuda:{i}": torch.cuda.max_memory_allocated(i) / 2**20 for i in range(torch.cuda.device_count())}
-        return {
-            "peak_memory_mb": max(per_device.values()),
-            "peak_memory_source": "torch.cuda.max_memory_allocated since this engine loaded (caching allocator)",
-            "peak_memory_per_device_mb": per_device,
-        }
+        return self.accelerator.peak_memory() or super().peak_memory()
 
     def environment(self) -> Dict[str, Any]:
-        cuda = self.device.startswith("cuda")
         return {
             "engine": "transformers",
             "transformers": transformers.__version__,
@@ -205,9 +197,7 @@ class PytorchBackend(Backend):
             "torch_threads": torch.get_num_threads(),
             "dtype": str(self.backend.dtype),
             "device": self.device,
-            "cuda_device": torch.cuda.get_device_name(torch.device(self.device)) if cuda else None,
-            "cuda_driver": _cuda_driver() if cuda else None,
-            "cuda_runtime": torch.version.cuda if cuda else None,
+            **self.accelerator.describe(),
             "machine": platform.machine(),
             "model_loads": load_counts(self.session),
             "rss_mb": psutil.Process().memory_info().rss / 2**20,
@@ -216,14 +206,3 @@ class PytorchBackend(Backend):
     def close(self) -> None:
         self.model = self.assistant = None
         _return_freed_memory()
-
-
-def _cuda_driver() -> Optional[str]:
-    """The NVIDIA driver version through NVML (nvidia-ml-py), or None where NVML is not there."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        return pynvml.nvmlSystemGetDriverVersion()
-    except Exception:  # no NVML library or no driver: the environment says None
-        return None

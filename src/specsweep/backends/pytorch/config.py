@@ -15,6 +15,7 @@ class PytorchBackendConfig(BackendConfig):
     """transformers `generate()`: assisted generation (draft_model) and prompt lookup (ngram), batch size 1."""
 
     engine = "specsweep.backends.pytorch.backend.PytorchBackend"
+    holds_one_engine = None  # the baseline and the speculative engine share the target weights (session slot)
 
     name: str = "pytorch"
     dtype: Dtype = Dtype.bfloat16  # bf16 verification is not bit-exact; fp32 is
@@ -59,4 +60,7 @@ class PytorchBackendConfig(BackendConfig):
         return problems
 
     def native_config(self, cfg, models: ResolvedModels) -> Dict[str, Any]:
-        return mapping.native_config(cfg.speculation, cfg.generation)
+        native = mapping.native_config(cfg.speculation, cfg.generation)
+        draft = models.draft if cfg.speculation.method == "draft_model" else None
+        native["from_pretrained"] = mapping.loads(models.target, draft, str(self.dtype), self.device)
+        return native

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 # Keys transformers reads from the assistant's generation_config rather than from generate() kwargs.
 ASSISTANT_KEYS = ("num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold")
@@ -34,3 +34,8 @@ def native_config(speculation, generation) -> Dict[str, Any]:
     for key, value in speculation.backend_overrides.items():
         (assistant if key in ASSISTANT_KEYS else generate_kwargs)[key] = value
     return {"generate_kwargs": generate_kwargs, "assistant_generation_config": assistant}
+
+
+def loads(target: str, draft: Optional[str], dtype: str, device: str) -> Dict[str, Any]:
+    """What the engine loads with AutoModelForCausalLM.from_pretrained, and where (what --dry-run shows)."""
+    return {"target": target, "draft": draft, "dtype": dtype, "device": device}

@@ -32,6 +32,7 @@ class TensorrtBackendConfig(BackendConfig):
     """
 
     engine = "specsweep.backends.tensorrt.backend.TensorrtBackend"
+    holds_one_engine = "one TensorRT-LLM engine at a time (each holds its own weights and KV cache)"
 
     name: str = "tensorrt"
     trtllm_version: str = "1.2.1"  # API version mapped when tensorrt_llm is not installed; an installed one wins

@@ -30,6 +30,7 @@ class VllmBackendConfig(BackendConfig):
     """
 
     engine = "specsweep.backends.vllm.backend.VllmBackend"
+    holds_one_engine = "one vLLM engine per process here (a second worker would hold a second copy of the weights)"
 
     name: str = "vllm"
     dtype: DtypeOrAuto = DtypeOrAuto.bfloat16  # weights and activations
