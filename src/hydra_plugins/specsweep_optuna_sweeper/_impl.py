@@ -159,7 +159,10 @@ def job_conditions(
 ) -> Dict[str, Any]:
     """What every trial shares: the config a job gets with the fixed overrides alone (Hydra composes it as a
     launcher would), through the `conditions` function; plus the directions."""
-    job_cfg = context.config_loader.load_sweep_config(config, list(space.fixed.values()))
+    try:
+        job_cfg = context.config_loader.load_sweep_config(config, list(space.fixed.values()))
+    except Exception as err:  # e.g. a fixed value in `params` that the config's type refuses
+        raise SweepConfigError(f"the trials' config cannot be composed: {_one_line(err)}") from None
     with open_dict(job_cfg):
         del job_cfg["hydra"]
     try:

@@ -46,6 +46,9 @@ def normalized(conditions: Mapping[str, Any]) -> Dict[str, Any]:
 
 def differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> List[str]:
     """`key: old -> new` for each key whose value differs ("unset" where one side lacks it)."""
-    keys = sorted(set(stored) | set(current))
-    show = lambda side, k: json.dumps(side[k], default=str) if k in side else "unset"  # noqa: E731
-    return [f"{k}: {show(stored, k)} -> {show(current, k)}" for k in keys if stored.get(k, ...) != current.get(k, ...)]
+    changed = [k for k in sorted(set(stored) | set(current)) if stored.get(k, ...) != current.get(k, ...)]
+    return [f"{k}: {_show(stored, k)} -> {_show(current, k)}" for k in changed]
+
+
+def _show(side: Mapping[str, Any], key: str) -> str:
+    return json.dumps(side[key], default=str) if key in side else "unset"
