@@ -18,7 +18,17 @@ from specsweep.results.types import Energy, Metrics, PromptRow, Result, Spread, 
 
 
 def make_job(
-    sweep: Path, num: int, method: str, k: int, speedup: float, alpha: float, c: float, joules=None, status="ok"
+    sweep: Path,
+    num: int,
+    method: str,
+    k: int,
+    speedup: float,
+    alpha: float,
+    c: float,
+    joules=None,
+    status="ok",
+    categories=(("code", 1.2), ("chat", 0.8)),
+    curve=None,
 ):
     run_dir = sweep / str(num)
     run_dir.mkdir(parents=True)
@@ -37,9 +47,9 @@ def make_job(
         tpot_s=0.1,
     )
     sec = theory.section(method, k, metrics, {"cost_ratio": c, "cost_ratio_source": "test"})
-    per_prompt = [
-        PromptRow(id=f"{cat}-1", category=cat, speedup=speedup * f) for cat, f in (("code", 1.2), ("chat", 0.8))
-    ]
+    if curve is not None:
+        sec.curve = curve
+    per_prompt = [PromptRow(id=f"{cat}-1", category=cat, speedup=speedup * f) for cat, f in categories]
     energy = Energy(
         joules=joules,
         joules_per_token=joules and joules / 100,
@@ -212,3 +222,53 @@ def test_wandb_report_cli_dry_run_and_no_login(sweep, tmp_path):
     assert f"group {sweep.name}" in dry.stdout and "ScatterPlot" in dry.stdout
     publish = subprocess.run([sys.executable, script, str(sweep)], capture_output=True, text=True, env=env, timeout=120)
     assert publish.returncode == 2 and "wandb login" in publish.stderr
+
+
+LONG = ("multi-turn customer support chat", "code completion (python)", "summarization of news articles")
+
+
+def test_category_panel_fits_every_bar_and_its_long_labels_do_not_overlap(tmp_path):
+    from specsweep.report import plots
+
+    sweep = tmp_path / "s"
+    for n, (k, sp) in enumerate(((2, 2.9), (4, 3.4), (6, 3.1))):
+        make_job(sweep, n, "draft_model", k, sp, 0.9, 0.1, categories=[(c, 1.0 + 0.1 * i) for i, c in enumerate(LONG)])
+    fig = plots.speedup_by_category(data.load_jobs([sweep]))
+    fig.canvas.draw()
+    (ax,) = fig.axes
+    tallest = max(bar.get_height() for bar in ax.patches)
+    assert tallest > 3.5 and ax.get_ylim()[1] > tallest  # nothing clipped above 2.5x (or anywhere)
+    renderer = fig.canvas.get_renderer()
+    boxes = [label.get_window_extent(renderer) for label in ax.get_xticklabels()]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+    legend = ax.get_legend().get_window_extent(renderer)
+    assert not any(legend.overlaps(bar.get_window_extent(renderer)) for bar in ax.patches)
+
+
+def test_the_curve_panel_and_table_compare_both_models_with_every_measured_k(tmp_path):
+    from specsweep.report import plots
+    from specsweep.results.types import CostCurve, CurvePoint
+
+    points = [
+        CurvePoint(k=k, tokens_per_step=1 + 0.5 * k, speedup=1 + 0.1 * k, iid_speedup=1 + 0.3 * k) for k in (1, 2, 3, 4)
+    ]
+    curve = CostCurve(
+        probe_k=4,
+        verify_s=[0.1] * 5,
+        draft_token_s=0.01,
+        draft_step_share=1.0,
+        points=points,
+        best_k=4,
+        best_speedup=1.4,
+        best_energy_k=None,
+        source="test",
+        tokens_source="test",
+    )
+    sweep = tmp_path / "s"
+    make_job(sweep, 0, "draft_model", 4, 1.4, 0.7, 0.1, curve=curve)
+    make_job(sweep, 1, "draft_model", 2, 1.25, 0.7, 0.1)
+    jobs = data.load_jobs([sweep])
+    assert plots.predicted_curve(jobs) is not None and not isinstance(plots.predicted_curve(jobs), str)
+    table = html.curve_table(jobs)
+    assert "+0.0%" in table  # k=4: the probe itself, where the cost model is exact by construction here
+    assert "-4.0%" in table and "+28.0%" in table  # k=2: cost model 1.2 vs 1.25 measured; i.i.d. 1.6

@@ -66,6 +66,8 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         from specsweep.results import store
 
+        if config.get("dry_run"):  # its jobs only printed their native configs: nothing was meant to be recorded
+            return
         rows = list(store.read_table(Path(config.hydra.sweep.dir) / store.TABLE_FILE))
         bad = [row for row in rows if row.get("status") != "ok"]
         if rows and not bad:

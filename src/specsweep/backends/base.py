@@ -203,6 +203,12 @@ class Backend(ABC):
             "peak_memory_per_device_mb": None,
         }
 
+    def step_costs(self, prompt: Prompt, n_max: int, repeats: int = 5) -> Dict[str, Any]:
+        """Timed forwards for the cost model (measurement.cost_model): {"verify_s": [t_verify(n) for n = 1..n_max],
+        "draft_token_s": t_draft (0.0 without a draft model), "source": how}. Engines that cannot time one forward
+        of the target raise NotImplementedError with why."""
+        raise NotImplementedError(f"backend={self.name} cannot time single target forwards")
+
     def lossless_note(self) -> Optional[str]:
         """Why greedy outputs may legitimately differ from the baseline's (None when they must match)."""
         dtype = getattr(self.backend, "dtype", None)

@@ -134,6 +134,7 @@ class MeasurementConfig:
     repetitions: int = bounded(2, ge=1)  # measured passes over the prompt set
     baseline: bool = True  # also time a no-speculation run on the same prompts (for speedup)
     pairing: Pairing = Pairing.auto  # interleaved: machine drift lands on both sides of the speedup alike
+    cost_model: bool = False  # also time target/draft forwards and predict speedup for every k <= this k (theory.curve)
     lossless_check: bool = True  # compare speculative greedy output with the baseline's
     confidence: float = bounded(0.95, gt=0, lt=1)  # level of the reported intervals
     # result paths returned to the sweeper (one: a float; several: a tuple), e.g. metrics.tokens_per_s

@@ -106,9 +106,10 @@ def measure_phase(engine, prompts: List[Prompt], cfg, meter: EnergyMeter, label:
 
 
 def measure_interleaved(engines: Dict[str, Any], prompts: List[Prompt], cfg, meter: EnergyMeter, progress: Progress):
-    """Both engines warm up, then for every repetition and batch each engine generates once, the one going first
-    alternating from batch to batch and repetition to repetition: whatever the machine does meanwhile (clock changes,
-    other load) lands on both sides of the speedup. engines: label -> engine, in order. Returns label -> Phase."""
+    """The engines warm up, then for every repetition and batch each engine generates once, the one going first
+    rotating from batch to batch and repetition to repetition: whatever the machine does meanwhile (clock changes,
+    other load) lands on every side of the speedup. engines: label -> engine (a baseline and one or more speculative
+    configurations sharing it), in order. Returns label -> Phase."""
     batches = _batches(prompts, cfg)
     reps = cfg.measurement.repetitions
     total = len(engines) * (cfg.measurement.warmup + reps * len(batches))
@@ -123,7 +124,9 @@ def measure_interleaved(engines: Dict[str, Any], prompts: List[Prompt], cfg, met
         progress.update(task, description=f"interleaved: repetition {rep + 1}/{reps}")
         outputs: Dict[str, List[Generation]] = {label: [] for label in engines}
         for i, chunk in enumerate(batches):
-            order = list(engines) if (rep + i) % 2 == 0 else list(reversed(engines))
+            labels = list(engines)
+            turn = (rep + i) % len(labels)
+            order = labels[turn:] + labels[:turn]  # rotate who goes first (two engines: alternate)
             for label in order:
                 _window(engines[label], chunk, meter, phases[label], outputs[label])
                 progress.advance(task)
@@ -361,6 +364,27 @@ def _interleaved_phases(cfg, prompts, build_engine, meter, progress, timing: Tim
     return phases["baseline"], phases["speculative"], sections, info
 
 
+def _cost_curve(cfg, prompts, build_engine, sections: MeasuredSections, phase: Phase, timing: Timing):
+    """theory.curve for measurement.cost_model=true -> (curve, None) or (None, why not)."""
+    k, m = cfg.speculation.num_speculative_tokens, sections.metrics
+    if k is None or not m.num_drafts:
+        return None, "no fixed k or no draft step was counted"
+    start = time.perf_counter()
+    engine = build_engine(cfg)
+    try:
+        costs = engine.step_costs(prompts[0], k + 1)
+    except NotImplementedError as err:
+        return None, str(err)
+    finally:
+        engine.close()
+    timing.cost_model_s = time.perf_counter() - start
+    e = sections.energy
+    energy = (e.baseline_joules_per_token, e.energy_ratio) if e and e.energy_ratio else None
+    alpha = theory.fit_alpha(m.accepted_tokens or 0, m.num_drafts or 0, m.drafted_tokens or 0)
+    counts = phase.acceptance()
+    return theory.cost_curve(m, k, costs, alpha, energy, steps=counts.steps if counts else None), None
+
+
 def pairing(cfg) -> Tuple[str, str]:
     """How this job pairs its baseline with the speculative generations, and why."""
     blocker = type(cfg.backend).holds_one_engine
@@ -400,4 +424,7 @@ def run(cfg, prompts: List[Prompt], build_engine, meter: EnergyMeter, session) -
     sections.theory = theory.section(
         cfg.speculation.method, cfg.speculation.num_speculative_tokens, sections.metrics, cost
     )
+    if speculative and cfg.measurement.cost_model:
+        curve, why = _cost_curve(cfg, prompts, build_engine, sections, spec_phase, timing)
+        sections.theory.curve, sections.theory.curve_note = curve, why
     return sections

@@ -16,7 +16,7 @@ import math
 from statistics import median
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from specsweep.results.types import Metrics, Theory
+from specsweep.results.types import CostCurve, CurvePoint, Metrics, Theory
 
 # Search range for the predicted best k (the config's own limit on num_speculative_tokens).
 K_SEARCH_MAX = 64
@@ -187,3 +187,122 @@ def measure_cost_ratio(
         "draft_tpot_s": draft_tpot,
         "target_tpot_s": target_tpot_s,
     }
+
+
+# --- the measured-acceptance cost model: speedup vs k from one run at a large k (the probe) -------------------------
+#
+# With p_i the share of draft steps whose i-th token was accepted (metrics.acceptance_per_position), a draft step at
+# any k <= probe_k yields E(k) = 1 + p_1 + ... + p_k tokens in expectation, without assuming independent acceptance:
+# a greedy draft model's first k proposals do not depend on k, and neither does prompt lookup's. A step costs
+# k t_draft + t_verify(k+1), where t_verify(n) is one target forward over n new tokens, timed, since verification
+# is not free on a CPU (it grows with n) and nearly flat on a GPU until compute-bound; plain decoding costs
+# t_verify(1) per token. Prompt lookup finds no draft on some steps: those yield 1 token at t_verify(1).
+
+CURVE_SOURCE = (
+    "t_verify(n), t_draft: median of {repeats} timed forwards (after one warm-up) over n new tokens on the first "
+    "prompt's cached context; p_i, draft_step_share: this job's counts"
+)
+
+
+def draft_step_share(output_tokens: int, num_drafts: int, accepted: int) -> float:
+    """The share of verification steps that carried a draft: a draft step yields 1 + accepted tokens, a step
+    without one yields 1, so output_tokens - num_drafts - accepted steps had none."""
+    without = max(output_tokens - num_drafts - accepted, 0)
+    steps = num_drafts + without
+    return num_drafts / steps if steps else 0.0
+
+
+def curve_tokens_per_step(per_position: List[float], k: int, share: float) -> float:
+    return share * (1.0 + sum(per_position[:k])) + (1.0 - share)
+
+
+REPLAY_DRAWS = 16
+
+
+def agreement_trace(steps: List[Tuple[int, int]]) -> Tuple[List[Optional[bool]], float]:
+    """What the probe's steps reveal, position by position: whether the draft's proposal there matched the target's
+    token (True/False), or None where the probe never asked (the bonus token after a fully accepted draft). With the
+    share of known agreements that are followed by another agreement (how unknowns are filled when replaying).
+
+    For a greedy draft model the proposal at a position depends only on the verified prefix, so this trace is a
+    property of the text, whatever k drafted it: replaying it at a smaller k gives that k's steps. The mean
+    1 + p_1 + ... + p_k does not, when acceptance is bursty: at a smaller k more steps start inside an accepted run."""
+    trace: List[Optional[bool]] = []
+    for drafted, accepted in steps:
+        trace += [True] * accepted + [False if accepted < drafted else None]
+    pairs = [(a, b) for a, b in zip(trace, trace[1:]) if a is True and b is not None]
+    return trace, (sum(b for _, b in pairs) / len(pairs)) if pairs else 0.5
+
+
+def replay_tokens_per_step(trace: List[Optional[bool]], k: int, keep: float, draws: int = REPLAY_DRAWS) -> float:
+    """Mean tokens per draft step when drafting k at a time over the probe's trace (unknowns drawn as agreements
+    with probability `keep`, averaged over a fixed set of draws, so the result is reproducible)."""
+    import random
+
+    rng = random.Random(0)
+    tokens = steps = 0
+    for _ in range(draws):
+        filled = [rng.random() < keep if known is None else known for known in trace]
+        pos = 0
+        while pos < len(filled) - k:
+            accepted = 0
+            while accepted < k and filled[pos + accepted]:
+                accepted += 1
+            tokens, steps, pos = tokens + accepted + 1, steps + 1, pos + accepted + 1
+    return tokens / steps if steps else 1.0
+
+
+def curve_speedup(draft_step_tokens: float, k: int, verify_s: List[float], draft_token_s: float, share: float):
+    """Predicted speedup at k from the tokens a draft step yields: tokens per step x t_verify(1) / seconds per step
+    (verify_s[n-1] = t_verify(n); a share 1 - share of the steps had no draft: 1 token in t_verify(1))."""
+    step_s = share * (k * draft_token_s + verify_s[k]) + (1.0 - share) * verify_s[0]
+    return (share * draft_step_tokens + 1.0 - share) * verify_s[0] / step_s
+
+
+def cost_curve(
+    metrics: Metrics, probe_k: int, costs: Dict[str, Any], alpha: Optional[float], energy, steps=None
+) -> CostCurve:
+    """The predicted curve for k = 1..probe_k from this job's counts and timed costs (see the comment above).
+
+    energy: (baseline J/token, measured J/token ratio) or None; J/token(k) then assumes the power drawn at k is the
+    power measured at the probe: J/token(k) = baseline J/token x energy_ratio x S_measured(probe) / S(k)."""
+    per_position = list(metrics.acceptance_per_position or [])
+    verify_s, draft_s = costs["verify_s"], costs["draft_token_s"]
+    share = draft_step_share(metrics.output_tokens or 0, metrics.num_drafts or 0, metrics.accepted_tokens or 0)
+    c = draft_s / verify_s[0]
+    trace, keep = agreement_trace(steps) if steps else (None, 0.0)
+    points = []
+    for k in range(1, probe_k + 1):
+        draft_step_tokens = (
+            replay_tokens_per_step(trace, k, keep) if trace else curve_tokens_per_step(per_position, k, 1.0)
+        )
+        speedup = curve_speedup(draft_step_tokens, k, verify_s, draft_s, share)
+        joules = None
+        if energy is not None and metrics.speedup:
+            base_jpt, ratio = energy
+            joules = base_jpt * ratio * metrics.speedup / speedup
+        points.append(
+            CurvePoint(
+                k=k,
+                tokens_per_step=share * draft_step_tokens + 1.0 - share,
+                speedup=speedup,
+                iid_speedup=expected_speedup(alpha, k, c) if alpha is not None else None,
+                joules_per_token=joules,
+            )
+        )
+    best = max(points, key=lambda p: (p.speedup, -p.k))
+    with_energy = [p for p in points if p.joules_per_token is not None]
+    return CostCurve(
+        probe_k=probe_k,
+        verify_s=verify_s,
+        draft_token_s=draft_s,
+        draft_step_share=share,
+        points=points,
+        best_k=best.k,
+        best_speedup=best.speedup,
+        best_energy_k=min(with_energy, key=lambda p: (p.joules_per_token, p.k)).k if with_energy else None,
+        source=costs["source"],
+        tokens_source=(
+            f"the probe's {len(steps)} recorded draft steps replayed at each k" if trace else "1 + p_1 + ... + p_k"
+        ),
+    )

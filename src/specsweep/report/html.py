@@ -84,6 +84,34 @@ def comparison_table(jobs: List[Job]) -> str:
     return _table(header, rows)
 
 
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{value:+.1%}"
+
+
+def curve_table(jobs: List[Job]) -> str:
+    """How far each model was from every measured k of a probe's series: the cost-model curve and the i.i.d. one."""
+    labels = list(by_series(jobs))
+    rows = []
+    for probe in (j for j in jobs if j.ok and j.theory("curve")):
+        points = {p["k"]: p for p in probe.theory("curve")["points"]}
+        for j in (j for j in jobs if j.ok and j.series == probe.series and j.k in points):
+            measured, p = j.metric("speedup"), points[j.k]
+            iid = p.get("iid_speedup")
+            rows.append(
+                [
+                    html.escape(series_label(j.series, labels)),
+                    _num(j.k),
+                    _num(measured),
+                    _num(p["speedup"]),
+                    _pct(p["speedup"] / measured - 1 if measured else None),
+                    _num(iid),
+                    _pct(iid / measured - 1 if measured and iid is not None else None),
+                ]
+            )
+    header = ["method", "k", "measured", "cost model", "its error", "i.i.d. model", "its error"]
+    return _table(header, rows) if rows else ""
+
+
 def theory_table(jobs: List[Job]) -> str:
     groups = by_series(jobs)
     labels = list(groups)
@@ -153,7 +181,9 @@ def render(sources: List[Path]) -> Tuple[str, Dict[str, bytes]]:
         plots._plt().close(fig)
         pngs[name] = buf.getvalue()
         img = base64.b64encode(pngs[name]).decode()
-        extra = theory_table(jobs) + THEORY_NOTE if name == "predicted_vs_measured" else ""
+        extra = {"predicted_vs_measured": theory_table(jobs) + THEORY_NOTE, "predicted_curve": curve_table(jobs)}.get(
+            name, ""
+        )
         sections.append(f"<h2>{html.escape(title)}</h2><img alt='{name}' src='data:image/png;base64,{img}'>{extra}")
     ok = [j for j in jobs if j.ok]
     head = (

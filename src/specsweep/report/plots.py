@@ -145,6 +145,8 @@ def acceptance_per_position(jobs: List[Job]) -> Union[Figure, str]:
 
 
 def speedup_by_category(jobs: List[Job]) -> Union[Figure, str]:
+    import textwrap
+
     groups = by_series(jobs)
     labels = list(groups)
     bars: List[Tuple[str, Dict[str, float]]] = []
@@ -157,17 +159,56 @@ def speedup_by_category(jobs: List[Job]) -> Union[Figure, str]:
         return "no per-prompt speedups (result.json files missing, or no baseline)"
     categories = sorted({c for _, cats in bars for c in cats})
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(categories) * max(1, len(bars)) / 3), 4.5))
+    fig, ax = plt.subplots(figsize=(max(7, 0.45 * len(categories) * max(1, len(bars)) + 2), 5))
     width = 0.8 / len(bars)
     for i, (color, (label, cats)) in enumerate(zip(_colors(len(bars)), bars)):
         xs = [c + (i - (len(bars) - 1) / 2) * width for c in range(len(categories))]
         ax.bar(xs, [cats.get(c, 0) for c in categories], width=width, color=color, label=label)
     ax.axhline(1.0, color="grey", lw=0.8, ls=":")
-    ax.set_xticks(range(len(categories)), categories)
+    top = max(v for _, cats in bars for v in cats.values())
+    ax.set_ylim(0, max(top, 1.0) * 1.12)  # every bar fits, however large its speedup
+    # long category names: wrapped, and slanted when there are many
+    ax.set_xticks(range(len(categories)), [textwrap.fill(c, 14) for c in categories])
+    if len(categories) > 6 or max(len(c) for c in categories) > 14:
+        plt.setp(ax.get_xticklabels(), rotation=30, ha="right", rotation_mode="anchor")
     ax.set_ylabel("median per-prompt speedup (x)")
     ax.set_title("Speedup by prompt category")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
     ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return fig
+
+
+def predicted_curve(jobs: List[Job]) -> Union[Figure, str]:
+    """The cost model's speedup-vs-k curve of each probe (theory.curve), the i.i.d. curve, and every measured k."""
+    probes = [j for j in jobs if j.ok and j.theory("curve")]
+    if not probes:
+        return "no probe job (measurement.cost_model=true, e.g. hparams_search=best_k) in these sweeps"
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    labels = list(by_series(jobs))
+    for color, probe in zip(_colors(len(probes)), probes):
+        label = series_label(probe.series, labels)
+        points = probe.theory("curve")["points"]
+        ks = [p["k"] for p in points]
+        ax.plot(ks, [p["speedup"] for p in points], "-", color=color, label=f"{label}: predicted (probe k={ks[-1]})")
+        iid = [p.get("iid_speedup") for p in points]
+        if all(v is not None for v in iid):
+            ax.plot(ks, iid, ":", color=color, alpha=0.8, label=f"{label}: i.i.d. model")
+        measured = [j for j in jobs if j.ok and j.series == probe.series and j.metric("speedup") is not None]
+        ax.plot(
+            [j.k for j in measured],
+            [j.metric("speedup") for j in measured],
+            "o",
+            color=color,
+            label=f"{label}: measured",
+        )
+    ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("k (draft tokens per verification step)")
+    ax.set_ylabel("speedup over no speculation (x)")
+    ax.set_title("Speedup vs k: the probe's cost-model curve, the i.i.d. curve, and measured points", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
 
@@ -236,6 +277,7 @@ def latency_energy_pareto(jobs: List[Job]) -> Union[Figure, str]:
 FIGURES = {
     "speedup_vs_k": ("Speedup vs k", speedup_vs_k),
     "predicted_vs_measured": ("Theory vs. measurement", predicted_vs_measured),
+    "predicted_curve": ("Predicted speedup curve (cost model)", predicted_curve),
     "joules_per_token_vs_k": ("Energy per token vs k", joules_per_token_vs_k),
     "acceptance_per_position": ("Acceptance per position", acceptance_per_position),
     "speedup_by_category": ("Speedup by prompt category", speedup_by_category),

@@ -226,6 +226,37 @@ class Timing:
     generation_s: Optional[float] = doc("measuring: warm-up and repetitions of this job's phases", default=None)
     baseline_load_s: Optional[float] = doc("loading the baseline engine (null: reused or none)", default=None)
     cost_ratio_s: Optional[float] = doc("timing the draft for the cost ratio (null: cached or none)", default=None)
+    cost_model_s: Optional[float] = doc("timing the forwards of the cost model (measurement.cost_model)", default=None)
+
+
+@dataclass(kw_only=True)
+class CurvePoint:
+    """One k of the predicted curve."""
+
+    k: int = doc("draft tokens per step")
+    tokens_per_step: float = doc("expected tokens per verification step at k (steps without a draft yield 1)")
+    speedup: float = doc("predicted speedup: E(k) t_verify(1) / (k t_draft + t_verify(k+1)), per step")
+    iid_speedup: Optional[float] = doc("Leviathan's i.i.d. prediction at the fitted alpha and c", default=None)
+    joules_per_token: Optional[float] = doc("predicted J/token (null: energy was not measured)", default=None)
+
+
+@dataclass(kw_only=True)
+class CostCurve:
+    """Speedup vs k predicted from one measured run at probe_k (measurement.cost_model=true): the measured
+    per-position acceptance gives E(k) for every k <= probe_k, timed forwards give the step time."""
+
+    probe_k: int = doc("the k this job ran with (the probe)")
+    verify_s: List[float] = doc(
+        "t_verify(n): median time of one target forward over n new tokens on a cached prompt, n = 1..probe_k+1"
+    )
+    draft_token_s: float = doc("t_draft: one draft forward of one token on a cached prompt (0: prompt lookup)")
+    draft_step_share: float = doc("share of verification steps that carried a draft (prompt lookup misses some)")
+    points: List[CurvePoint] = doc("the predicted curve, k = 1..probe_k")
+    best_k: int = doc("the k with the highest predicted speedup")
+    best_speedup: float = doc("its predicted speedup")
+    best_energy_k: Optional[int] = doc("the k with the lowest predicted J/token (null: energy not measured)")
+    source: str = doc("how the costs were timed")
+    tokens_source: str = doc("how tokens per draft step at each k were obtained from the probe")
 
 
 @dataclass(kw_only=True)
@@ -249,6 +280,11 @@ class Theory:
     predicted_best_k: Optional[int] = doc("the k with the best predicted speedup (null: no optimum)", default=None)
     predicted_best_speedup: Optional[float] = doc("predicted speedup at the best k searched", default=None)
     note: str = doc("why a prediction is missing, or what limits it", default="")
+    curve: Optional[CostCurve] = doc(
+        "speedup vs k from the measured per-position acceptance and timed forwards (measurement.cost_model=true)",
+        default=None,
+    )
+    curve_note: Optional[str] = doc("why curve is null although measurement.cost_model=true", default=None)
 
 
 @dataclass(kw_only=True)

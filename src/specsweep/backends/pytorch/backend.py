@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import time
+from statistics import median
 from typing import Any, Dict, List, Optional
 
 import psutil
@@ -185,6 +186,31 @@ class PytorchBackend(Backend):
             acceptance=counts,
             text=self.tokenizer.decode(new_ids, skip_special_tokens=True),
         )
+
+    def step_costs(self, prompt: Prompt, n_max: int, repeats: int = 5) -> Dict[str, Any]:
+        from specsweep.measure.theory import CURVE_SOURCE
+
+        ids = torch.tensor([self.encode(prompt)], device=self.device)
+        verify = [self._forward_s(self.model, ids, n, repeats) for n in range(1, n_max + 1)]
+        draft = self._forward_s(self.assistant, ids, 1, repeats) if self.assistant is not None else 0.0
+        return {"verify_s": verify, "draft_token_s": draft, "source": CURVE_SOURCE.format(repeats=repeats)}
+
+    def _forward_s(self, model, ids, n: int, repeats: int) -> float:
+        """Median time of one forward over n new tokens after the prompt's cached context (the cache is cropped
+        back after each, so every forward sees the same context length)."""
+        context = ids.shape[1]
+        new = ids[:, :n] if n <= context else ids[:, :1].repeat(1, n)  # which tokens does not change the cost
+        samples = []
+        with torch.inference_mode():
+            cache = model(ids, use_cache=True).past_key_values
+            for _ in range(repeats + 1):  # the first is a warm-up
+                self.synchronize()
+                start = time.perf_counter()
+                model(new, past_key_values=cache, use_cache=True)
+                self.synchronize()
+                samples.append(time.perf_counter() - start)
+                cache.crop(-n)  # drop the n tokens just added
+        return median(samples[1:])
 
     def peak_memory(self) -> Dict[str, Any]:
         return self.accelerator.peak_memory() or super().peak_memory()

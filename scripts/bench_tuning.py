@@ -1,0 +1,161 @@
+"""Tuning k in a fraction of the trials: the exhaustive grid vs the theory-guided tuner vs plain TPE, in one process.
+
+For each method (draft_model, ngram) on the embedded default with a reduced prompt set:
+  grid   k = 1..8, measured as one interleaved round robin: the baseline and the 8 engines take turns on every prompt
+         and repetition (the order rotating), so every k is compared with the same baseline (8 measured configs);
+  tuner  what hparams_search=best_k does: a probe at k=8 with the cost model, then the 2 best predicted k measured,
+         each run with its own interleaved baseline (3 measured configs);
+  tpe    Optuna's TPE sampler over k in 1..8 with the tuner's budget (3 measured configs, seeded).
+It prints measured runs, wall time, the chosen k and the grid's speedup at that k as a share of the grid's best (so
+every choice is judged on the same measurements), and the probe curve's prediction error at every k, beside the
+i.i.d. (Leviathan) model's. Targets: share >= 0.97 with <= 3 configs; curve error <= 10% at every k.
+
+    .venv/bin/python scripts/bench_tuning.py                       # both methods, 3 prompts x 32 tokens, 2 reps
+    .venv/bin/python scripts/bench_tuning.py --methods ngram dataset.num_prompts=5
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from statistics import median
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+KS = range(1, 9)
+PROBE_K = 8
+BUDGET = 3
+DEFAULTS = ["dataset.num_prompts=3", "generation.max_new_tokens=32", "measurement.repetitions=2"]
+
+
+class Bench:
+    def __init__(self, method: str, overrides: list):
+        from specsweep.config.compose import compose_config
+        from specsweep.session import Session
+
+        self.method, self.session = method, Session()
+        self.base = [f"speculation={method}", "logger=none", "energy=none", *overrides]
+        self.compose = compose_config
+
+    def cfg(self, k: int, *extra: str):
+        return self.compose([*self.base, f"speculation.num_speculative_tokens={k}", *extra])
+
+    def build(self, cfg):
+        from specsweep import backends
+        from specsweep.models.registry import resolve_models
+
+        return backends.build_engine(cfg, resolve_models(cfg), self.session)
+
+    def prompts(self, cfg):
+        from specsweep.config.validate import validate
+
+        return validate(cfg, self.session)
+
+    def run_one(self, k: int, *extra: str):
+        """One ordinary job's measurement (its own interleaved baseline) -> (sections, seconds)."""
+        from specsweep.energy import NoEnergyMeter
+        from specsweep.measure import runner
+
+        cfg = self.cfg(k, *extra)
+        start = time.perf_counter()
+        sections = runner.run(cfg, self.prompts(cfg), self.build, NoEnergyMeter(), self.session)
+        return sections, time.perf_counter() - start
+
+    def grid(self):
+        """Baseline + every k in one interleaved round robin -> ({k: speedup}, seconds)."""
+        from rich.progress import Progress
+
+        from specsweep.energy import NoEnergyMeter
+        from specsweep.measure import runner
+
+        cfgs = {k: self.cfg(k) for k in KS}
+        prompts = self.prompts(cfgs[1])
+        start = time.perf_counter()
+        engines = {"baseline": self.build(runner.baseline_config(cfgs[1]))}
+        engines.update({k: self.build(cfg) for k, cfg in cfgs.items()})
+        with Progress(disable=True) as progress:
+            phases = runner.measure_interleaved(engines, prompts, cfgs[1], NoEnergyMeter(), progress)
+        for engine in engines.values():
+            engine.close()
+        base = phases["baseline"]
+        speedups = {k: runner.summarize(cfgs[k], prompts, phases[k], base).metrics.speedup for k in KS}
+        return speedups, time.perf_counter() - start
+
+    def tuner(self):
+        """Probe at PROBE_K with the cost model, then the best predicted k -> (chosen k, runs, seconds, curve)."""
+        from specsweep import tuning
+
+        probe, seconds = self.run_one(PROBE_K, "measurement.cost_model=true")
+        curve = probe.theory.curve
+        measured = {PROBE_K: probe.metrics.speedup}
+        if curve is None:
+            return PROBE_K, 1, seconds, None, probe.theory.curve_note
+        curve_dict = {"points": [{"k": p.k, "speedup": p.speedup} for p in curve.points]}
+        for k in tuning.candidates(curve_dict, BUDGET - 1, PROBE_K):
+            sections, s = self.run_one(k)
+            measured[k], seconds = sections.metrics.speedup, seconds + s
+        return max(measured, key=measured.get), len(measured), seconds, curve, None
+
+    def tpe(self):
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0))
+        seconds, seen = 0.0, {}
+        for _ in range(BUDGET):
+            trial = study.ask()
+            k = trial.suggest_int("k", min(KS), max(KS))
+            if k not in seen:  # TPE may ask for a k again: that costs no new measurement
+                sections, s = self.run_one(k)
+                seen[k], seconds = sections.metrics.speedup, seconds + s
+            study.tell(trial, seen[k])
+        return max(seen, key=seen.get), len(seen), seconds
+
+
+def report(method: str, grid, grid_s, tuner, tpe) -> None:
+    best_k = max(grid, key=grid.get)
+    k_t, runs_t, secs_t, curve, why = tuner
+    k_p, runs_p, secs_p = tpe
+    print(f"\n== {method}: grid speedups " + " ".join(f"k{k}={s:.3f}" for k, s in grid.items()))
+    print(f"{'strategy':8} {'runs':>4} {'wall s':>7} {'chosen k':>8} {'share of grid best':>18}")
+    rows = (("grid", 8, grid_s, best_k), ("tuner", runs_t, secs_t, k_t), ("tpe", runs_p, secs_p, k_p))
+    for name, runs, secs, k in rows:
+        print(f"{name:8} {runs:>4} {secs:>7.0f} {k:>8} {grid[k] / grid[best_k]:>18.3f}")
+    if curve is None:
+        print(f"no curve: {why}")
+        return
+    errors, iid = {}, {}
+    print(f"{'k':>3} {'grid':>7} {'curve':>7} {'error':>7} {'iid':>7} {'iid err':>8}")
+    for p in curve.points:
+        errors[p.k] = p.speedup / grid[p.k] - 1
+        iid[p.k] = p.iid_speedup / grid[p.k] - 1 if p.iid_speedup is not None else float("nan")
+        row = f"{p.k:>3} {grid[p.k]:7.3f} {p.speedup:7.3f} {errors[p.k]:+7.1%}"
+        print(f"{row} {p.iid_speedup or 0:7.3f} {iid[p.k]:+8.1%}")
+    abs_err, abs_iid = [abs(e) for e in errors.values()], [abs(e) for e in iid.values()]
+    print(
+        f"curve error: max {max(abs_err):.1%}, median {median(abs_err):.1%}; "
+        f"i.i.d.: max {max(abs_iid):.1%}, median {median(abs_iid):.1%} ({curve.tokens_source})"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", nargs="+", default=["draft_model", "ngram"])
+    parser.add_argument("overrides", nargs="*", default=DEFAULTS)
+    args = parser.parse_args()
+    logging.disable(logging.WARNING)
+    print(f"bench_tuning: {' '.join(args.overrides)}; k = 1..8, probe k = {PROBE_K}, budget {BUDGET}")
+    for method in args.methods:
+        bench = Bench(method, args.overrides)
+        grid, grid_s = bench.grid()
+        tuner = bench.tuner()
+        tpe = bench.tpe()
+        report(method, grid, grid_s, tuner, tpe)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""Theory-guided tuning of k (`hydra/sweeper=best_k`, preset `hparams_search=best_k`).
+
+One probe job runs at a large k with `measurement.cost_model=true`: its per-position acceptance and timed forwards
+predict the speedup at every k <= probe_k (`theory.curve`, see measure/theory.py). The best few predicted k values
+are then measured for real, each an ordinary job paired with its own interleaved baseline, and the best measured
+one is chosen. For prompt lookup, one probe per n-gram window (`windows`). Everything lands in
+`<sweep dir>/best_k.json`: the predicted curves, every verified point with its prediction error (and the i.i.d.
+model's), the chosen k, and the energy-optimal k where energy was measured.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+SUMMARY_FILE = "best_k.json"
+OWNED = ("speculation.num_speculative_tokens", "speculation.ngram_max", "measurement.cost_model")
+
+
+@dataclass
+class Point:
+    """One measured configuration."""
+
+    k: int
+    window: Optional[int]
+    role: str  # probe | verify
+    status: str
+    run_dir: Optional[str]
+    measured_speedup: Optional[float] = None
+    predicted_speedup: Optional[float] = None
+    iid_predicted_speedup: Optional[float] = None
+    error: Optional[float] = None  # (predicted - measured) / measured
+    iid_error: Optional[float] = None
+    joules_per_token: Optional[float] = None
+    wall_s: Optional[float] = None  # the job's measuring time (timing.generation_s)
+
+
+@dataclass
+class Summary:
+    method: str
+    probe_k: int
+    measured_runs: int
+    points: List[Point] = field(default_factory=list)
+    curves: Dict[str, Any] = field(default_factory=dict)  # window (or "default") -> theory.curve of its probe
+    chosen: Optional[Point] = None
+    energy_optimal: Optional[Dict[str, Any]] = None
+    note: str = ""
+
+
+def _relative_error(predicted: Optional[float], measured: Optional[float]) -> Optional[float]:
+    if predicted is None or not measured:
+        return None
+    return (predicted - measured) / measured
+
+
+def curve_point(curve: Optional[Dict[str, Any]], k: int) -> Dict[str, Any]:
+    return next((p for p in (curve or {}).get("points", []) if p["k"] == k), {})
+
+
+def candidates(curve: Dict[str, Any], verify: int, probe_k: int) -> List[int]:
+    """The `verify` k values with the highest predicted speedup, the probe's own k excluded (it is measured)."""
+    ranked = sorted(curve["points"], key=lambda p: (-p["speedup"], p["k"]))
+    return [p["k"] for p in ranked if p["k"] != probe_k][:verify]
+
+
+def point_from(result: Optional[Dict[str, Any]], k: int, window, role: str, run_dir, curve) -> Point:
+    """A measured point from its job's result.json (None: the job left none), with the curve's predictions."""
+    predicted = curve_point(curve, k)
+    point = Point(k=k, window=window, role=role, status="failed", run_dir=run_dir)
+    point.predicted_speedup, point.iid_predicted_speedup = predicted.get("speedup"), predicted.get("iid_speedup")
+    if result is None:
+        return point
+    metrics = result.get("metrics") or {}
+    point.status = result.get("status", "failed")
+    point.measured_speedup = metrics.get("speedup") if point.status == "ok" else None
+    point.error = _relative_error(point.predicted_speedup, point.measured_speedup)
+    point.iid_error = _relative_error(point.iid_predicted_speedup, point.measured_speedup)
+    point.joules_per_token = (result.get("energy") or {}).get("joules_per_token")
+    point.wall_s = (result.get("timing") or {}).get("generation_s")
+    return point
+
+
+def choose(points: Sequence[Point]) -> Optional[Point]:
+    ok = [p for p in points if p.measured_speedup is not None and not math.isnan(p.measured_speedup)]
+    return max(ok, key=lambda p: (p.measured_speedup, -p.k)) if ok else None
+
+
+def energy_optimal(points: Sequence[Point], curves: Dict[str, Any]) -> Dict[str, Any]:
+    measured = [p for p in points if p.joules_per_token is not None]
+    predicted = {w: c.get("best_energy_k") for w, c in curves.items() if c and c.get("best_energy_k") is not None}
+    if not measured and not predicted:
+        return {"k": None, "reason": "energy was not measured (no counter on this machine, or energy=none)"}
+    best = min(measured, key=lambda p: (p.joules_per_token, p.k)) if measured else None
+    return {
+        "k": best.k if best else None,
+        "window": best.window if best else None,
+        "measured_joules_per_token": best.joules_per_token if best else None,
+        "predicted_best_energy_k": predicted,
+    }
+
+
+class BestKSearch:
+    """The sweep itself: probe(s), prediction, verification, choice, summary."""
+
+    def __init__(self, probe_k: int, verify: int, windows: List[int], sweep_dir: str):
+        self.probe_k, self.verify, self.windows = probe_k, verify, windows
+        self.sweep_dir = Path(sweep_dir)
+        self.job_idx = 0
+
+    def _overrides(self, arguments: List[str], k: int, window: Optional[int], probe: bool) -> List[str]:
+        kept = [a for a in arguments if a.split("=")[0].lstrip("+~") not in OWNED]
+        extra = [f"speculation.num_speculative_tokens={k}", f"measurement.cost_model={str(probe).lower()}"]
+        return kept + extra + ([f"speculation.ngram_max={window}"] if window is not None else [])
+
+    def _launch(self, launcher, jobs: List[List[str]]) -> List[tuple]:
+        """Launch a batch -> [(result.json or None, run dir)] in order."""
+        from hydra.core.utils import JobStatus
+
+        returns = launcher.launch(jobs, initial_job_idx=self.job_idx)
+        self.job_idx += len(jobs)
+        out = []
+        for ret in returns:
+            run_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir)
+            path = run_dir / "result.json"
+            result = json.loads(path.read_text()) if path.is_file() else None
+            if ret.status == JobStatus.FAILED and result is not None:
+                result["status"] = "failed"
+            out.append((result, str(run_dir)))
+        return out
+
+    def run(self, launcher, arguments: List[str]) -> Summary:
+        windows: List[Optional[int]] = list(self.windows) or [None]
+        probes = self._launch(launcher, [self._overrides(arguments, self.probe_k, w, True) for w in windows])
+        summary = Summary(method="", probe_k=self.probe_k, measured_runs=len(probes))
+        jobs, planned = [], []
+        for window, (result, run_dir) in zip(windows, probes):
+            curve = ((result or {}).get("theory") or {}).get("curve")
+            summary.method = summary.method or (result or {}).get("method", "")
+            summary.curves[str(window) if window is not None else "default"] = curve
+            summary.points.append(point_from(result, self.probe_k, window, "probe", run_dir, curve))
+            for k in candidates(curve, self.verify, self.probe_k) if curve else []:
+                jobs.append(self._overrides(arguments, k, window, False))
+                planned.append((k, window, curve))
+        if jobs:
+            for (k, window, curve), (result, run_dir) in zip(planned, self._launch(launcher, jobs)):
+                summary.points.append(point_from(result, k, window, "verify", run_dir, curve))
+        summary.measured_runs += len(jobs)
+        summary.chosen = choose(summary.points)
+        summary.energy_optimal = energy_optimal(summary.points, summary.curves)
+        if not any(summary.curves.values()):
+            summary.note = "no probe produced a curve (see the probe's theory.curve_note); nothing was verified"
+        self._write(summary)
+        return summary
+
+    def _write(self, summary: Summary) -> None:
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        (self.sweep_dir / SUMMARY_FILE).write_text(json.dumps(asdict(summary), indent=2) + "\n")
+        print(report_lines(summary, self.sweep_dir / SUMMARY_FILE), file=sys.stderr)
+
+
+def _pct(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:+.1%}"
+
+
+def report_lines(summary: Summary, path: Path) -> str:
+    lines = [f"specsweep best_k: {summary.measured_runs} measured runs ({summary.method}, probe k={summary.probe_k})"]
+    for p in summary.points:
+        where = f" window={p.window}" if p.window is not None else ""
+        measured = f"{p.measured_speedup:.3f}x" if p.measured_speedup is not None else p.status
+        predicted = f"{p.predicted_speedup:.3f}x" if p.predicted_speedup is not None else "n/a"
+        lines.append(
+            f"  {p.role:6} k={p.k}{where}: measured {measured}, predicted {predicted} "
+            f"(error {_pct(p.error)}; i.i.d. model {_pct(p.iid_error)})"
+        )
+    chosen = summary.chosen
+    lines.append(f"  chosen: k={chosen.k} ({chosen.measured_speedup:.3f}x)" if chosen else "  chosen: none")
+    if summary.note:
+        lines.append(f"  note: {summary.note}")
+    lines.append(f"  written to {path}")
+    return "\n".join(lines)
