@@ -498,6 +498,20 @@ def test_define_by_run_ngram_window_samples_valid_windows_in_a_real_sweep(tmp_pa
 
 
 @pytest.mark.slow
+def test_the_grid_sampler_runs_each_point_once_and_a_rerun_adds_none(tmp_path, tiny_model_dir):
+    grid = ["hydra/sweeper/sampler=grid", "speculation.num_speculative_tokens=choice(1, 2)"]
+    args = ["-m", "hparams_search=draft_model_k", *grid, "hydra.sweeper.n_trials=5", *SMALL, *tiny(tiny_model_dir)]
+    first = run_main(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    study = _study(tmp_path, "draft_model_k-tiny-pytorch")
+    assert sorted(t.params["speculation.num_speculative_tokens"] for t in study.trials) == [1, 2]  # not 5 trials
+    again = run_main(*args, cwd=tmp_path)
+    assert "every point of the grid has a finished trial" in again.stdout + again.stderr
+    assert again.returncode == 1 and "recorded a result" in again.stderr  # the sweep summary: a sweep that ran nothing
+    assert len(_study(tmp_path, "draft_model_k-tiny-pytorch").trials) == 2
+
+
+@pytest.mark.slow
 def test_sigkill_mid_sweep_keeps_finished_results_and_the_rerun_skips_them(tmp_path, tiny_model_dir):
     args = ["-m", "speculation.num_speculative_tokens=1,2,3", *SMALL, *tiny(tiny_model_dir)]
     proc = subprocess.Popen(
