@@ -168,6 +168,7 @@ def test_dry_run_shows_the_native_config_even_before_a_head_is_chosen(tmp_path):
         ("ngram_k_window", ["metrics.tokens_per_s"]),
         ("ngram_window", ["metrics.tokens_per_s"]),
         ("latency_energy", ["metrics.tpot_s", "energy.joules_per_token"]),
+        ("best_k", ["metrics.speedup"]),
     ],
 )
 def test_hparams_search_presets_set_their_objective(preset, objective):

@@ -15,12 +15,13 @@ HEADER = """specsweep: what speculative decoding really buys (latency, throughpu
 and engine.
 
 One run = load, warm up, generate over a prompt set, measure against a paired no-speculation baseline, write
-result.json. -m sweeps it (Hydra multirun), hparams_search=<preset> tunes it with Optuna."""
+result.json. -m sweeps it (Hydra multirun), hparams_search=<preset> tunes it (Optuna, or best_k by theory)."""
 
 EXAMPLES = """Examples:
   python main.py                                        # draft_model k=5 on the packaged Qwen2.5-Coder 1.5B/0.5B pair
   python main.py speculation=ngram                      # prompt lookup
   python main.py -m speculation.num_speculative_tokens=2,4,6   # a sweep over k
+  python main.py -m hparams_search=best_k               # the best k in 3 measured runs (probe + 2)
   python main.py -m hparams_search=draft_model_k        # Optuna over k
   python main.py backend=vllm speculation=eagle3 --dry-run    # print the native engine config, run nothing
   python main.py --support-matrix                       # which backend runs which method"""
