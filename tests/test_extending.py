@@ -63,7 +63,7 @@ def test_a_plugin_backend_is_validated_listed_and_dry_run_like_a_builtin(toy_run
     matrix = run_main("--support-matrix", cwd=cwd, env={"PYTHONPATH": str(PLUGINS)}, timeout=120)
     assert "toy" in matrix.stdout
     helped = run_main("--help", cwd=cwd, env={"PYTHONPATH": str(PLUGINS)}, timeout=120)
-    assert "backend: mlx, pytorch, tensorrt, toy, vllm" in helped.stdout
+    assert "backend: mlx, mlx_server, pytorch, tensorrt, toy, vllm, vllm_server" in helped.stdout
     assert not (cwd / "outputs").exists()  # nothing above ran or wrote anything
 
 
@@ -71,4 +71,6 @@ def test_without_the_plugin_installed_the_backend_is_unknown(toy_run):
     run, _ = toy_run
     proc = run(plugin=False)
     assert proc.returncode == 2
-    assert "backend='toy' is invalid: expected one of mlx, pytorch, tensorrt, vllm" in proc.stderr
+    assert (
+        "backend='toy' is invalid: expected one of mlx, mlx_server, pytorch, tensorrt, vllm, vllm_server" in proc.stderr
+    )

@@ -83,7 +83,16 @@ def make_job(
 
 
 def series(method: str) -> data.Series:
-    return data.Series(backend="pytorch", method=method, ngram_min=None, ngram_max=None, model="m", dataset="builtin")
+    return data.Series(
+        backend="pytorch",
+        method=method,
+        ngram_min=None,
+        ngram_max=None,
+        concurrency=None,
+        request_rate=None,
+        model="m",
+        dataset="builtin",
+    )
 
 
 @pytest.fixture
@@ -119,7 +128,16 @@ def test_pooled_theory_and_best_k(sweep):
 
 
 def test_series_are_identity_minus_k_and_labels_name_every_ngram_window():
-    assert data.SERIES_FIELDS == ("backend", "method", "ngram_min", "ngram_max", "model", "dataset")
+    assert data.SERIES_FIELDS == (
+        "backend",
+        "method",
+        "ngram_min",
+        "ngram_max",
+        "concurrency",
+        "request_rate",
+        "model",
+        "dataset",
+    )
     gpu = series("ngram_gpu")._replace(ngram_min=2, ngram_max=4)
     cpu = series("ngram")._replace(ngram_min=1, ngram_max=3)
     other = series("draft_model")._replace(model="other", dataset="sharegpt")

@@ -13,15 +13,19 @@ from typing import Any, Dict, Tuple, Type
 
 from specsweep.backends.base import Backend, BackendConfig, ResolvedModels
 from specsweep.backends.mlx.config import MlxBackendConfig
+from specsweep.backends.mlx.server_config import MlxServerBackendConfig
 from specsweep.backends.pytorch.config import PytorchBackendConfig
 from specsweep.backends.tensorrt.config import TensorrtBackendConfig
 from specsweep.backends.vllm.config import VllmBackendConfig
+from specsweep.backends.vllm.server_config import VllmServerBackendConfig
 
 BUILTIN: Tuple[Type[BackendConfig], ...] = (
     PytorchBackendConfig,
     VllmBackendConfig,
     TensorrtBackendConfig,
     MlxBackendConfig,
+    VllmServerBackendConfig,
+    MlxServerBackendConfig,
 )
 ENTRY_POINT_GROUP = "specsweep.backends"
 

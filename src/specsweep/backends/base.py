@@ -107,6 +107,11 @@ class Generation:
     ttft_s: Optional[float]  # request start to first generated token
     acceptance: Optional[AcceptanceCounts]  # None without speculation or when the engine does not report it
     text: str = ""
+    # Served backends: the engine's own output token count where output_ids are the streamed text re-encoded
+    # (None: len(output_ids) is the count), the gaps between streamed chunks, and the wait for a concurrency slot
+    token_count: Optional[int] = None
+    itl_s: Optional[List[float]] = None
+    queued_s: Optional[float] = None
 
 
 @dataclass
@@ -126,6 +131,9 @@ class BackendConfig:
     # Why this backend cannot hold a baseline and a speculative engine at once (None: it can, so their generations
     # are interleaved; see measurement.pairing). The default is the safe answer for a backend that has not said.
     holds_one_engine: ClassVar[Optional[str]] = "the backend does not declare that it can hold two engines at once"
+    # A served backend measures a server under load: one generate() call sends every prompt as a request, at most
+    # generation.concurrency in flight (specsweep.serving); offline backends generate in generation.batch_size batches.
+    served: ClassVar[bool] = False
 
     name: str = MISSING  # backend id, as chosen with `backend=<name>`
 
@@ -194,6 +202,15 @@ class Backend(ABC):
 
     def synchronize(self) -> None:
         """Wait until the device has finished queued work (a no-op where generate() already blocks)."""
+
+    def begin_window(self) -> None:
+        """Called before a timed generate() call, outside its timing (a server's counters are read here)."""
+
+    def window_acceptance(self) -> Optional[AcceptanceCounts]:
+        """The acceptance counts of the timed generate() call since begin_window(), read after its timing ends, for
+        engines that count a window rather than each generation (a server); None where each Generation carries
+        its own."""
+        return None
 
     def peak_memory(self) -> Dict[str, Any]:
         """Peak memory and where it was read; engines that know their device memory override this."""

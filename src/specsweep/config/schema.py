@@ -19,6 +19,7 @@ from specsweep.methods import METHOD_TABLE, Method, method_spec
 from specsweep.tracking.config import LoggerConfig
 
 MAX_SPECULATIVE_TOKENS = 64
+SERVED_HINT = "backend=vllm_server or mlx_server"
 NGRAM_METHODS = tuple(m.name for m in METHOD_TABLE.values() if m.ngram_window)
 SPECULATION_FIELDS = ("num_speculative_tokens", "draft_model", "ngram_min", "ngram_max", "draft_tp_size")
 
@@ -116,6 +117,23 @@ class GenerationConfig:
     seed: int = 0  # sampling seed
     chat_template: bool = True  # wrap prompts in the tokenizer's chat template
     batch_size: int = bounded(1, ge=1)  # prompts per generate call (speculation's benefit falls as it grows)
+    # Served backends (backend=vllm_server, mlx_server) only: the load a server is measured under.
+    concurrency: int = bounded(1, ge=1)  # most requests in flight at once
+    # Poisson arrivals at this many requests/s; null: each request is sent as soon as the concurrency allows
+    request_rate: Optional[float] = bounded(None, gt=0, null="as fast as the concurrency allows")
+
+    def check(self, cfg) -> List[Problem]:
+        """Load settings only mean something to a served backend; batches only to an offline one."""
+        if type(cfg.backend).served:
+            if self.batch_size != 1:
+                allowed = f"1 on backend={cfg.backend.name} (a served backend's load is generation.concurrency)"
+                return [("generation.batch_size", self.batch_size, allowed)]
+            return []
+        why = f"on backend={cfg.backend.name}: load settings need a served backend, {SERVED_HINT}"
+        problems = [("generation.concurrency", self.concurrency, f"1 {why}")] if self.concurrency != 1 else []
+        if self.request_rate is not None:
+            problems.append(("generation.request_rate", self.request_rate, f"null {why}"))
+        return problems
 
 
 class Pairing(Choice):
@@ -136,6 +154,9 @@ class MeasurementConfig:
     pairing: Pairing = Pairing.auto  # interleaved: machine drift lands on both sides of the speedup alike
     cost_model: bool = False  # also time target/draft forwards and predict speedup for every k <= this k (theory.curve)
     lossless_check: bool = True  # compare speculative greedy output with the baseline's
+    # Served backends: goodput counts the requests that meet both limits (null: no limit on that one)
+    slo_ttft_s: Optional[float] = bounded(None, gt=0, null="no TTFT limit")  # time to first token, seconds
+    slo_tpot_s: Optional[float] = bounded(None, gt=0, null="no TPOT limit")  # time per output token, seconds
     confidence: float = bounded(0.95, gt=0, lt=1)  # level of the reported intervals
     # result paths returned to the sweeper (one: a float; several: a tuple), e.g. metrics.tokens_per_s
     objective: List[str] = bounded(factory=lambda: ["metrics.tokens_per_s"], min_items=1)

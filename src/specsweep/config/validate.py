@@ -60,6 +60,7 @@ def problems(cfg) -> List[Problem]:
         *_method_problems(cfg),
         *_model_problems(cfg),
         *cfg.dataset.check(cfg),
+        *cfg.generation.check(cfg),
         *cfg.measurement.check(cfg),
         *cfg.energy.check(cfg),
         *cfg.logger.check(cfg),

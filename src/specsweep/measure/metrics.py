@@ -33,15 +33,38 @@ def acceptance_metrics(counts: Optional[AcceptanceCounts]) -> Dict[str, object]:
     }
 
 
+def output_tokens(gen: Generation) -> int:
+    """Tokens generated: the engine's own count where it gives one beside re-encoded output ids, else the ids."""
+    return gen.token_count if gen.token_count is not None else len(gen.output_ids)
+
+
 def tokens_per_s(gen: Generation) -> float:
-    return len(gen.output_ids) / gen.wall_s if gen.wall_s > 0 else math.nan
+    return output_tokens(gen) / gen.wall_s if gen.wall_s > 0 else math.nan
 
 
 def tpot_s(gen: Generation) -> Optional[float]:
     """Time per output token after the first: (wall - ttft) / (tokens - 1)."""
-    if gen.ttft_s is None or len(gen.output_ids) < 2:
+    if gen.ttft_s is None or output_tokens(gen) < 2:
         return None
-    return (gen.wall_s - gen.ttft_s) / (len(gen.output_ids) - 1)
+    return (gen.wall_s - gen.ttft_s) / (output_tokens(gen) - 1)
+
+
+def percentiles(values: Sequence[Optional[float]]) -> Dict[str, object]:
+    """n, mean, and the 50th, 90th and 99th percentiles (linear interpolation) of the known values."""
+    xs = [float(v) for v in values if v is not None and not math.isnan(v)]
+    if not xs:
+        return {"n": 0, "mean": None, "p50": None, "p90": None, "p99": None}
+    p50, p90, p99 = (float(x) for x in np.percentile(xs, [50, 90, 99]))
+    return {"n": len(xs), "mean": float(np.mean(xs)), "p50": p50, "p90": p90, "p99": p99}
+
+
+def meets_slo(gen: Generation, ttft_limit: Optional[float], tpot_limit: Optional[float]) -> bool:
+    """Goodput's test: time to first token and time per output token within their limits (None: no limit). A
+    one-token output has no TPOT and passes that limit."""
+    if ttft_limit is not None and (gen.ttft_s is None or gen.ttft_s > ttft_limit):
+        return False
+    tpot = tpot_s(gen)
+    return tpot_limit is None or tpot is None or tpot <= tpot_limit
 
 
 def spread(values: Sequence[Optional[float]], confidence: float) -> Dict[str, object]:

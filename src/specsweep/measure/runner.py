@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from specsweep.backends.base import AcceptanceCounts, Generation, Prompt
 from specsweep.energy import EnergyMeter, EnergyReading, energy_section
-from specsweep.measure import metrics, theory
+from specsweep.measure import load, metrics, theory
 from specsweep.models.registry import draft_reference
 from specsweep.results.types import (
     BaselineInfo,
@@ -41,6 +41,8 @@ class Phase:
     batch_walls: List[float] = field(default_factory=list)
     energy: List[EnergyReading] = field(default_factory=list)
     seconds: float = 0.0  # time spent in this phase, warm-up included
+    # acceptance per timed call, from engines that count a window rather than each generation (servers)
+    window_acceptance: List[AcceptanceCounts] = field(default_factory=list)
 
     def all(self) -> List[Generation]:
         return [g for rep in self.generations for g in rep]
@@ -52,13 +54,13 @@ class Phase:
         return out
 
     def output_tokens(self) -> int:
-        return sum(len(g.output_ids) for g in self.all())
+        return sum(metrics.output_tokens(g) for g in self.all())
 
     def wall_s(self) -> float:
         return sum(self.batch_walls)
 
     def acceptance(self) -> Optional[AcceptanceCounts]:
-        counts = [g.acceptance for g in self.all() if g.acceptance is not None]
+        counts = [g.acceptance for g in self.all() if g.acceptance is not None] or self.window_acceptance
         if not counts:
             return None
         total = AcceptanceCounts()
@@ -68,6 +70,8 @@ class Phase:
 
 
 def _batches(prompts: List[Prompt], cfg) -> List[List[Prompt]]:
+    if type(cfg.backend).served:  # one load run over every prompt per timed call (generation.concurrency in flight)
+        return [prompts]
     size = cfg.generation.batch_size
     return [prompts[i : i + size] for i in range(0, len(prompts), size)]
 
@@ -75,12 +79,19 @@ def _batches(prompts: List[Prompt], cfg) -> List[List[Prompt]]:
 def _window(engine, chunk: List[Prompt], meter: EnergyMeter, phase: Phase, outputs: List[Generation]) -> None:
     """One timed and metered generation of a batch; a window starts and ends when the device is idle."""
     engine.synchronize()
+    begin = getattr(engine, "begin_window", None)  # outside the timed window: e.g. reading a server's counters
+    if begin is not None:
+        begin()
     meter.begin(phase.label)
     start = time.perf_counter()
     outputs.extend(engine.generate(chunk))
     engine.synchronize()
     phase.batch_walls.append(time.perf_counter() - start)
     phase.energy.append(meter.end(phase.label))
+    window_of = getattr(engine, "window_acceptance", None)  # after the window; duck-typed test fakes lack both hooks
+    window = window_of() if window_of is not None else None
+    if window is not None:
+        phase.window_acceptance.append(window)
 
 
 def measure_phase(engine, prompts: List[Prompt], cfg, meter: EnergyMeter, label: str, progress: Progress) -> Phase:
@@ -154,6 +165,15 @@ def baseline_key(cfg) -> str:
 # ratio c (by baseline key, method and draft): a sweep measures each once.
 BASELINES = "runner.baselines"
 COST_RATIOS = "runner.cost_ratios"
+# Served jobs pair each load level with its own baseline (generation.concurrency is in the key); a sweep such as
+# speculation=none,ngram generation.concurrency=1,4 runs every `none` job first, so their baselines are all kept.
+SERVED_BASELINES, SERVED_BASELINE_CAPACITY = "runner.baselines.served", 16
+
+
+def _baselines(cfg, session):
+    if type(cfg.backend).served:
+        return session.slot(SERVED_BASELINES, capacity=SERVED_BASELINE_CAPACITY)
+    return session.slot(BASELINES, capacity=1)
 
 
 def baseline_config(cfg):
@@ -229,7 +249,7 @@ def _prompt_row(prompt: Prompt, speculative: List[Generation], base: List[Genera
         id=prompt.id,
         category=prompt.category,
         prompt_tokens=speculative[0].prompt_tokens if speculative else None,
-        output_tokens=len(speculative[0].output_ids) if speculative else None,
+        output_tokens=metrics.output_tokens(speculative[0]) if speculative else None,
         tokens_per_s=tokens_per_s,
         acceptance_rate=acceptance["acceptance_rate"],
         mean_acceptance_length=acceptance["mean_acceptance_length"],
@@ -290,7 +310,7 @@ def _baseline_phase(
     if cfg.speculation.method == "none" or not cfg.measurement.baseline:
         return None, BaselineInfo(measured=False, measured_in_job=False)
     key = baseline_key(cfg)
-    baselines = session.slot(BASELINES, capacity=1)
+    baselines = _baselines(cfg, session)
     phase = baselines.get(key)
     if phase is not None:
         source = "reused: measured earlier in this process with the same key"
@@ -325,6 +345,8 @@ def _sections(cfg, prompts, phase: Phase, base_phase: Optional[Phase], engine) -
     sections = summarize(cfg, prompts, phase, base_phase, engine.lossless_note())
     sections.metrics = replace(sections.metrics, **_peak_memory(engine))
     sections.environment = engine.environment()
+    if type(cfg.backend).served:
+        sections.serving = load.serving_section(cfg, phase, base_phase, engine.acceptance_facts())
     return sections
 
 
@@ -416,7 +438,7 @@ def run(cfg, prompts: List[Prompt], build_engine, meter: EnergyMeter, session) -
     if baseline_info.measured:
         baseline_info.pairing, baseline_info.pairing_reason = mode, why
     if not speculative:  # a no-speculation job is itself the baseline of later jobs with the same key
-        session.slot(BASELINES, capacity=1).put(baseline_key(cfg), spec_phase)
+        _baselines(cfg, session).put(baseline_key(cfg), spec_phase)
     sections.baseline = baseline_info
     timing.generation_s = spec_phase.seconds + (base_phase.seconds if baseline_info.measured_in_job else 0.0)
     sections.timing = timing

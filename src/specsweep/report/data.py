@@ -124,7 +124,69 @@ def series_label(series: Series, all_series: List[Series]) -> str:
         label += f" [{series.model}, {series.backend}]"
     if len({s.dataset for s in all_series}) > 1:
         label += f" on {series.dataset}"
+    if len({(s.concurrency, s.request_rate) for s in all_series}) > 1 and series.concurrency is not None:
+        label += f" @c={series.concurrency}" + (f", {series.request_rate:g} req/s" if series.request_rate else "")
     return label
+
+
+# --- served jobs: one curve per configuration over concurrency --------------------------------------------------
+
+# What a load curve keeps fixed: every series field but the concurrency, and k.
+LOAD_FIELDS = tuple(name for name in SERIES_FIELDS if name != "concurrency") + ("k",)
+
+
+def load_curves(jobs: List[Job]) -> Dict[Tuple, List[Job]]:
+    """Ok speculative jobs of served backends, grouped by everything but the concurrency, sorted by concurrency."""
+    out: Dict[Tuple, List[Job]] = {}
+    for job in jobs:
+        if job.ok and job.row.get("method") != "none" and job.row.get("concurrency") is not None:
+            out.setdefault(tuple(job.row.get(name) for name in LOAD_FIELDS), []).append(job)
+    return {key: sorted(js, key=lambda j: j.row["concurrency"]) for key, js in out.items()}
+
+
+def curve_label(key: Tuple, all_keys: List[Tuple]) -> str:
+    """The method with its k (and n-gram window, request rate, and what else differs between the curves)."""
+    row = dict(zip(LOAD_FIELDS, key))
+    label = f"{row['method']} k={row['k']}"
+    if _has_ngram_window(row["method"]) and (row["ngram_min"] or row["ngram_max"]):
+        label += f" n={row['ngram_min'] or '?'}..{row['ngram_max'] or '?'}"
+    if row["request_rate"]:
+        label += f", {row['request_rate']:g} req/s"
+    for name in ("model", "backend", "dataset"):
+        if len({dict(zip(LOAD_FIELDS, k))[name] for k in all_keys}) > 1:
+            label += f" [{row[name]}]"
+    return label
+
+
+def crossover(points: List[Tuple[float, Optional[float]]]) -> Dict[str, Any]:
+    """Where speculation stops paying as the concurrency grows: the first measured level whose speedup is below 1
+    after one at or above 1, with the crossing interpolated linearly in log2(concurrency) between the two.
+
+    -> {"kind": "none" | "crosses" | "never" | "no data", "at": the interpolated concurrency (crosses) or the first
+    level (never), "text": one line for the summary}"""
+    pts = sorted((c, s) for c, s in points if s is not None)
+    if not pts:
+        return {"kind": "no data", "at": None, "text": "no measured speedup"}
+    lo, hi = pts[0][0], pts[-1][0]
+    below = [i for i, (_, s) in enumerate(pts) if s < 1]
+    if not below:
+        return {"kind": "none", "at": None, "text": f"none in the range (speedup >= 1 at every concurrency {lo}..{hi})"}
+    i = below[0]
+    if i == 0:
+        text = f"speculation never paid in the range (speedup {pts[0][1]:.2f}x already at concurrency {lo})"
+        return {"kind": "never", "at": lo, "text": text}
+    (c0, s0), (c1, s1) = pts[i - 1], pts[i]
+    x0, x1 = math.log2(c0), math.log2(c1)
+    at = 2 ** (x0 + (s0 - 1) / (s0 - s1) * (x1 - x0))
+    text = f"at concurrency ~{at:.3g}: {s0:.2f}x at {c0}, {s1:.2f}x at {c1} (log-linear interpolation)"
+    return {"kind": "crosses", "at": at, "text": text}
+
+
+def serving(job: Job, phase: str, metric: str, stat: str) -> Optional[float]:
+    """A percentile of a served job's phase ("speculative" or "baseline"), e.g. ("speculative", "ttft_s", "p99")."""
+    section = ((job.row.get("serving") or {}).get(phase) or {}).get(metric)
+    value = section.get(stat) if isinstance(section, dict) else section
+    return value if isinstance(value, (int, float)) else None
 
 
 def by_series(jobs: List[Job]) -> Dict[Series, List[Job]]:

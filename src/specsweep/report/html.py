@@ -10,7 +10,17 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from specsweep.report import plots
-from specsweep.report.data import Job, by_series, load_jobs, pooled_theory, series_label
+from specsweep.report.data import (
+    Job,
+    by_series,
+    crossover,
+    curve_label,
+    load_curves,
+    load_jobs,
+    pooled_theory,
+    series_label,
+    serving,
+)
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
@@ -164,6 +174,67 @@ def failures(jobs: List[Job]) -> str:
     return title + _table(["method", "k", "status", "error", "run dir"], rows, left=5)
 
 
+def _served_row(label: str, j: Job) -> List[str]:
+    goodput = ((j.row.get("serving") or {}).get("speculative") or {}).get("goodput_fraction")
+    latencies = [("ttft_s", "p50"), ("ttft_s", "p99"), ("itl_s", "p50")]
+    return [
+        html.escape(label),
+        _num(j.row.get("concurrency")),
+        _num(j.row.get("request_rate")) or "max",
+        _num(j.metric("speedup")),
+        _num(j.metric("tokens_per_s")),
+        _num(j.metric("baseline_tokens_per_s")),
+        *[_num(serving(j, phase, m, p)) for m, p in latencies for phase in ("speculative", "baseline")],
+        _num(goodput) or "no limit set",
+        _num(j.metric("acceptance_rate")) or "n/a",
+    ]
+
+
+def served_section(jobs: List[Job]) -> str:
+    """Served jobs: where speculation stops paying per configuration (the summary), and the numbers per load."""
+    curves = load_curves(jobs)
+    if not curves:
+        return ""
+    keys = list(curves)
+    items, rows = [], []
+    for key, js in curves.items():
+        label = curve_label(key, keys)
+        cross = crossover([(j.row["concurrency"], j.metric("speedup")) for j in js])
+        items.append(f"<li>{html.escape(label)}: stops paying: {html.escape(cross['text'])}</li>")
+        rows += [_served_row(label, j) for j in js]
+    header = [
+        "configuration",
+        "concurrency",
+        "req/s",
+        "speedup",
+        "tok/s",
+        "baseline tok/s",
+        "TTFT p50",
+        "baseline TTFT p50",
+        "TTFT p99",
+        "baseline TTFT p99",
+        "ITL p50",
+        "baseline ITL p50",
+        "goodput share",
+        "acceptance rate",
+    ]
+    return (
+        "<h2>Served: where speculation stops paying</h2><ul>"
+        + "".join(items)
+        + "</ul>"
+        + SERVED_NOTE
+        + _table(header, rows)
+    )
+
+
+SERVED_NOTE = (
+    "<p class=note>Each served job is one (configuration, concurrency) pair, paired with the same server without "
+    "speculation under the same load. speedup = output tokens/s ratio. TTFT, ITL in seconds; ITL = gaps between "
+    "streamed chunks. 'stops paying' is the first concurrency whose speedup is below 1 after one at or above 1, "
+    "interpolated in log2(concurrency). acceptance n/a: the server exposes no counters (mlx_lm.server).</p>"
+)
+
+
 def render(sources: List[Path]) -> Tuple[str, Dict[str, bytes]]:
     """The report's HTML and its figures as PNG bytes (by name)."""
     jobs = load_jobs(sources)
@@ -197,6 +268,7 @@ def render(sources: List[Path]) -> Tuple[str, Dict[str, bytes]]:
     )
     body = (
         head
+        + served_section(jobs)
         + "<h2>Comparison per method and k</h2>"
         + TABLE_NOTE
         + comparison_table(jobs)

@@ -5,7 +5,18 @@ from __future__ import annotations
 from typing import Dict, List, Tuple, Union
 
 from specsweep.measure import theory
-from specsweep.report.data import Job, by_series, category_speedups, pareto_front, pooled_theory, series_label
+from specsweep.report.data import (
+    Job,
+    by_series,
+    category_speedups,
+    crossover,
+    curve_label,
+    load_curves,
+    pareto_front,
+    pooled_theory,
+    series_label,
+    serving,
+)
 
 Figure = object
 
@@ -274,6 +285,111 @@ def latency_energy_pareto(jobs: List[Job]) -> Union[Figure, str]:
     return fig
 
 
+NO_SERVED = "no served job with speculation (backend=vllm_server or mlx_server, e.g. speculation=none,ngram)"
+
+
+def _concurrency_axis(ax, levels) -> None:
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(levels), [str(c) for c in sorted(levels)])
+    ax.set_xlabel("concurrency (requests in flight)")
+    ax.grid(alpha=0.3)
+
+
+def speedup_vs_concurrency(jobs: List[Job]) -> Union[Figure, str]:
+    """Output-throughput speedup per configuration vs concurrency; where it falls below 1 is marked."""
+    curves = {k: [j for j in js if j.metric("speedup") is not None] for k, js in load_curves(jobs).items()}
+    curves = {k: js for k, js in curves.items() if js}
+    if not curves:
+        return NO_SERVED + " with a measured speedup"
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    levels = {j.row["concurrency"] for js in curves.values() for j in js}
+    for color, (key, js) in zip(_colors(len(curves)), curves.items()):
+        xs, ys = [j.row["concurrency"] for j in js], [j.metric("speedup") for j in js]
+        ax.plot(xs, ys, marker="o", color=color, label=curve_label(key, list(curves)))
+        cross = crossover(list(zip(xs, ys)))
+        if cross["kind"] == "crosses":
+            ax.axvline(cross["at"], color=color, ls="--", lw=1)
+            ax.annotate(
+                f"stops paying ~{cross['at']:.3g}",
+                (cross["at"], 1.0),
+                color=color,
+                fontsize=7,
+                xytext=(4, 6),
+                textcoords="offset points",
+            )
+    ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+    _concurrency_axis(ax, levels)
+    ax.set_ylabel("speedup: output tokens/s over no speculation (x)")
+    ax.set_title("Speedup vs concurrency (dashed: where speculation stops paying)", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def latency_vs_concurrency(jobs: List[Job]) -> Union[Figure, str]:
+    """TTFT and inter-token latency percentiles vs concurrency; the baseline at the same load dotted."""
+    curves = load_curves(jobs)
+    if not curves:
+        return NO_SERVED
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    levels = {j.row["concurrency"] for js in curves.values() for j in js}
+    for ax, metric, title in zip(axes, ("ttft_s", "itl_s"), ("time to first token", "inter-token latency")):
+        for color, (key, js) in zip(_colors(len(curves)), curves.items()):
+            label = curve_label(key, list(curves))
+            xs = [j.row["concurrency"] for j in js]
+            for stat, ls in (("p50", "-"), ("p99", "--")):
+                ax.plot(
+                    xs,
+                    [serving(j, "speculative", metric, stat) for j in js],
+                    ls=ls,
+                    marker="o",
+                    color=color,
+                    label=f"{label} {stat}",
+                )
+            base = [serving(j, "baseline", metric, "p50") for j in js]
+            if any(b is not None for b in base):
+                ax.plot(xs, base, ls=":", marker="x", color=color, label=f"{label}: baseline p50")
+        _concurrency_axis(ax, levels)
+        ax.set_ylabel(f"{title}, s")
+        ax.set_title(f"{title} (p50 solid, p99 dashed)", fontsize=9)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def joules_per_token_vs_concurrency(jobs: List[Job]) -> Union[Figure, str]:
+    curves = {k: [j for j in js if j.energy("joules_per_token") is not None] for k, js in load_curves(jobs).items()}
+    curves = {k: js for k, js in curves.items() if js}
+    if not curves:
+        return NO_SERVED + " with energy measured (an energy=... option where a meter works)"
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for color, (key, js) in zip(_colors(len(curves)), curves.items()):
+        xs = [j.row["concurrency"] for j in js]
+        ax.plot(
+            xs,
+            [j.energy("joules_per_token") for j in js],
+            marker="o",
+            color=color,
+            label=curve_label(key, list(curves)),
+        )
+        base = [
+            (j.row["concurrency"], j.energy("joules_per_token") / j.energy("energy_ratio"))
+            for j in js
+            if j.energy("energy_ratio")
+        ]
+        if base:
+            ax.plot(*zip(*base), ls=":", marker="x", color=color, label=f"{curve_label(key, list(curves))}: baseline")
+    _concurrency_axis(ax, {j.row["concurrency"] for js in curves.values() for j in js})
+    ax.set_ylabel("J per output token")
+    ax.set_title("Energy per token vs concurrency", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 FIGURES = {
     "speedup_vs_k": ("Speedup vs k", speedup_vs_k),
     "predicted_vs_measured": ("Theory vs. measurement", predicted_vs_measured),
@@ -282,4 +398,7 @@ FIGURES = {
     "acceptance_per_position": ("Acceptance per position", acceptance_per_position),
     "speedup_by_category": ("Speedup by prompt category", speedup_by_category),
     "latency_energy_pareto": ("Latency-energy Pareto front", latency_energy_pareto),
+    "speedup_vs_concurrency": ("Speedup vs concurrency (served)", speedup_vs_concurrency),
+    "latency_vs_concurrency": ("TTFT and inter-token latency vs concurrency (served)", latency_vs_concurrency),
+    "joules_per_token_vs_concurrency": ("Energy per token vs concurrency (served)", joules_per_token_vs_concurrency),
 }

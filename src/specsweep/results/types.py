@@ -20,7 +20,19 @@ from specsweep.results.store import clean
 Status = Literal["running", "ok", "failed", "interrupted"]
 
 # What identifies a job: its config hash, and the settings a reader compares jobs by.
-IDENTITY_FIELDS = ("config_hash", "backend", "method", "k", "ngram_min", "ngram_max", "model", "dataset", "overrides")
+IDENTITY_FIELDS = (
+    "config_hash",
+    "backend",
+    "method",
+    "k",
+    "ngram_min",
+    "ngram_max",
+    "concurrency",
+    "request_rate",
+    "model",
+    "dataset",
+    "overrides",
+)
 # The summary row's picks from the energy and stats sections.
 ROW_ENERGY = (
     "joules",
@@ -288,6 +300,63 @@ class Theory:
 
 
 @dataclass(kw_only=True)
+class Percentiles:
+    """Percentiles of one per-request (or per-gap) latency, seconds (null where n = 0)."""
+
+    n: int = doc("values it is computed over")
+    mean: Optional[float] = doc("mean", default=None)
+    p50: Optional[float] = doc("median", default=None)
+    p90: Optional[float] = doc("90th percentile", default=None)
+    p99: Optional[float] = doc("99th percentile", default=None)
+
+
+@dataclass(kw_only=True)
+class LoadStats:
+    """One phase of a served job under load, over every measured load run (repetitions x prompts requests)."""
+
+    requests: int = doc("requests measured")
+    duration_s: float = doc("wall seconds of the measured load runs (first request sent to last response ended)")
+    request_throughput: Optional[float] = doc("requests / duration_s", default=None)
+    output_throughput: Optional[float] = doc("output tokens / duration_s (= metrics.tokens_per_s)", default=None)
+    mean_concurrency: Optional[float] = doc(
+        "achieved concurrency: the requests' end-to-end seconds summed / duration_s", default=None
+    )
+    ttft_s: Percentiles = doc("time to first token per request: sent to the first chunk carrying output")
+    itl_s: Percentiles = doc(
+        "inter-token latency: gaps between consecutive streamed chunks carrying output (a chunk may carry several "
+        "tokens: a verification step's accepted tokens arrive together)"
+    )
+    tpot_s: Percentiles = doc("time per output token after the first, per request: (e2e - ttft) / (tokens - 1)")
+    e2e_s: Percentiles = doc("end-to-end latency per request: sent to the end of its stream")
+    queued_s: Percentiles = doc("per request: its arrival to being sent (waiting for a free concurrency slot)")
+    goodput: Optional[float] = doc(
+        "requests per second that met both limits (measurement.slo_ttft_s, slo_tpot_s); null when neither is set",
+        default=None,
+    )
+    goodput_fraction: Optional[float] = doc("share of requests that met both limits", default=None)
+
+
+@dataclass(kw_only=True)
+class Serving:
+    """A served job (backend=vllm_server, mlx_server): the load it ran under and the per-request latencies of its
+    phase and of its baseline at the same load."""
+
+    concurrency: int = doc("most requests in flight at once (generation.concurrency)")
+    request_rate: Optional[float] = doc("Poisson arrival rate, requests/s (null: as fast as the concurrency allows)")
+    endpoint: str = doc("the OpenAI-API path every request went to")
+    slo_ttft_s: Optional[float] = doc("goodput's TTFT limit, seconds (null: none)", default=None)
+    slo_tpot_s: Optional[float] = doc("goodput's TPOT limit, seconds (null: none)", default=None)
+    speculative: LoadStats = doc("this job's phase")
+    baseline: Optional[LoadStats] = doc(
+        "the no-speculation server under the same load (null: no baseline)", default=None
+    )
+    acceptance_source: Optional[str] = doc("where the acceptance counts come from", default=None)
+    acceptance_unavailable_reason: Optional[str] = doc(
+        "why acceptance is null for a speculative job on this server", default=None
+    )
+
+
+@dataclass(kw_only=True)
 class MeasuredSections:
     """What `measure.runner.run` measures: the sections of result.json it fills."""
 
@@ -300,6 +369,7 @@ class MeasuredSections:
     timing: Optional[Timing] = None
     environment: Optional[Dict[str, Any]] = None
     theory: Optional[Theory] = None
+    serving: Optional[Serving] = None
 
 
 @dataclass(kw_only=True)
@@ -316,6 +386,12 @@ class Result:
     k: Optional[int] = doc("draft tokens per step (speculation.num_speculative_tokens)")
     ngram_min: Optional[int] = doc("shortest n-gram a prompt-lookup method matches")
     ngram_max: Optional[int] = doc("longest n-gram a prompt-lookup method matches")
+    concurrency: Optional[int] = doc(
+        "served backends: most requests in flight at once (null: an offline backend)", default=None
+    )
+    request_rate: Optional[float] = doc(
+        "served backends: Poisson arrivals per second (null: as fast as the concurrency allows)", default=None
+    )
     model: str = doc("model entry name")
     dataset: str = doc("dataset name")
     overrides: List[str] = doc("the job's command-line overrides")
@@ -334,6 +410,7 @@ class Result:
         "the engine's facts: package versions, device, dtype, threads (keys vary by backend)", default=None
     )
     theory: Optional[Theory] = doc("predicted vs. measured speedup (null without speculation)", default=None)
+    serving: Optional[Serving] = doc("the load and per-request latencies of a served job (null: offline)", default=None)
     validity: Optional[Dict[str, Any]] = doc(
         "what the result depends on beyond the config (prompt file content, versions, weights, host, threads): "
         "`key`, its `parts`, and `remeasured_because` when an earlier result of this config no longer held",
@@ -347,6 +424,7 @@ class Result:
     @classmethod
     def start(cls, cfg, cfg_hash: str, overrides: List[str]) -> Result:
         speculation = cfg.speculation
+        served = type(cfg.backend).served
         return cls(
             status="running",
             error=None,
@@ -356,6 +434,8 @@ class Result:
             k=speculation.num_speculative_tokens,
             ngram_min=speculation.ngram_min,
             ngram_max=speculation.ngram_max,
+            concurrency=cfg.generation.concurrency if served else None,
+            request_rate=cfg.generation.request_rate if served else None,
             model=cfg.model.name,
             dataset=str(cfg.dataset.name),
             overrides=list(overrides),
@@ -411,6 +491,7 @@ def summary_row(result: Dict[str, Any], run_dir) -> Dict[str, Any]:
         "energy": {name: energy.get(name) for name in ROW_ENERGY},
         "stats": {name: stats[name] for name in ROW_STATS if name in stats},
         "theory": result.get("theory"),
+        "serving": result.get("serving"),
         "finished_at": result.get("finished_at"),
     }
     return clean(row)

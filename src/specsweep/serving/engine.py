@@ -1,0 +1,223 @@
+"""The engine half every served backend shares: a server for this job's server configuration, and one load run per
+generate() call.
+
+A server costs a process start and a model load (tens of seconds on a small CPU), so a closed engine leaves its server
+running in the session's `serving.servers` slot, and the next build whose server configuration (command line and
+environment) is identical takes it over: a sweep over concurrency, request rate, max_new_tokens or (on
+mlx_lm.server, which takes the draft length per request) k reuses one server. A build with any other configuration
+stops the kept server first, so one server holds memory at a time; the session stops it when the process ends.
+With `backend.url` set, specsweep starts nothing and measures the server there.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, ClassVar, Dict, List, Optional
+
+from specsweep.backends.base import AcceptanceCounts, Backend, Generation, Prompt
+from specsweep.serving.load import Record, Request, run_load
+from specsweep.serving.server import ManagedServer, ServerError, ServerSpec
+
+log = logging.getLogger(__name__)
+
+SERVERS = "serving.servers"  # session slot: the last closed server, alive until a build needs another configuration
+
+
+class ServedBackend(Backend):
+    """Subclasses say what their server is (`server_spec`), what a request carries (`request_body`) and whether the
+    server counts acceptance (`acceptance_reason`: None when it does, through `read_acceptance`)."""
+
+    acceptance_reason: ClassVar[Optional[str]] = "this server exposes no acceptance counters"
+    acceptance_source: ClassVar[Optional[str]] = None
+
+    def __init__(self, cfg, native: Dict[str, Any], models, session):
+        super().__init__(cfg, native, models, session)
+        self.server: Optional[ManagedServer] = None
+        self.url: Optional[str] = None
+        self.reused = False
+        self.before: Optional[AcceptanceCounts] = None
+        self.model_id: Optional[str] = None
+
+    # --- what a served backend says about itself --------------------------------------------------------------
+
+    def server_spec(self) -> ServerSpec:
+        raise NotImplementedError
+
+    def request_body(self, prompt: Prompt) -> Dict[str, Any]:
+        """The body of one prompt's request, sampling settings included (stream settings are added by the client)."""
+        raise NotImplementedError
+
+    def read_acceptance(self) -> Optional[AcceptanceCounts]:
+        """The server's cumulative acceptance counters now (None: it has none for this configuration)."""
+        return None
+
+    def output_ids(self, record: Record) -> List[int]:
+        """The request's output token ids: the server's own where it returns them."""
+        if record.token_ids is None:
+            raise ServerError(f"{self.name}: the server returned no token ids for prompt {record.prompt_id}")
+        return record.token_ids
+
+    # --- the engine ---------------------------------------------------------------------------------------------
+
+    def _servers(self):
+        return self.session.slot(SERVERS, capacity=1, close=ManagedServer.stop)
+
+    def load(self) -> None:
+        external = self.native.get("url")  # backend.url (or baseline_url): a server specsweep does not manage
+        if external:
+            self.url = external.rstrip("/")
+            self._check_health()
+        else:
+            self.server, self.reused = self._take_or_start(self.server_spec())
+            self.url = self.server.url
+        self.model_id = self._model_id()
+
+    def _take_or_start(self, spec: ServerSpec):
+        servers = self._servers()
+        server = servers.take(spec.key())
+        if server is not None and not server.alive():
+            server.stop()
+            server = None
+        servers.clear()  # any other kept server stops before this one starts: one server holds memory at a time
+        if server is not None:
+            return server, True
+        server = ManagedServer(spec)
+        server.start()
+        return server, False
+
+    def _check_health(self) -> None:
+        import httpx
+
+        try:
+            status = httpx.get(self.url + "/health", timeout=30.0).status_code
+        except httpx.HTTPError as err:
+            raise self._failure(f"is not reachable ({type(err).__name__}: {err})") from None
+        if status != 200:
+            raise self._failure(f"is not healthy (GET /health: HTTP {status})")
+
+    def _model_id(self) -> Optional[str]:
+        """The model name the server answers to (its first /v1/models entry)."""
+        import httpx
+
+        try:
+            data = httpx.get(self.url + "/v1/models", timeout=30.0).json().get("data") or []
+        except (httpx.HTTPError, ValueError) as err:
+            raise self._failure(f"did not list its models ({type(err).__name__}: {err})") from None
+        return data[0].get("id") if data else None
+
+    def _failure(self, cause: str) -> ServerError:
+        if self.server is not None:
+            return self.server.error(cause)
+        return ServerError(f"the server at {self.url} {cause}")
+
+    def generate(self, prompts: List[Prompt]) -> List[Generation]:
+        """One load run: every prompt is one streaming request, at most generation.concurrency in flight."""
+        requests = [Request(p.id, self.native["endpoint"], self.request_body(p)) for p in prompts]
+        records = run_load(
+            self.url,
+            requests,
+            self.generation.concurrency,
+            self.generation.request_rate,
+            self.generation.seed,
+            self.backend.request_timeout_s,
+        )
+        self._raise_on_failures(records)
+        return [self._generation(record) for record in records]
+
+    def _raise_on_failures(self, records: List[Record]) -> None:
+        failed = [r for r in records if r.error]
+        if self.server is not None and not self.server.alive():
+            raise self.server.error(f"exited with code {self.server.proc.returncode} during the load run")
+        if failed:
+            first = failed[0]
+            raise self._failure(f"failed {len(failed)} of {len(records)} requests; {first.prompt_id}: {first.error}")
+
+    def _settled_acceptance(self) -> Optional[AcceptanceCounts]:
+        """A reading taken once two in a row agree: the server records a step's counts right after streaming it."""
+        reading = self.read_acceptance()
+        for _ in range(10):
+            if reading is None:
+                return None
+            time.sleep(0.05)
+            again = self.read_acceptance()
+            if _same(again, reading):
+                return again
+            reading = again
+        return reading
+
+    def begin_window(self) -> None:
+        self.before = self._settled_acceptance()
+
+    def window_acceptance(self) -> Optional[AcceptanceCounts]:
+        """The counters now minus at begin_window(): the timed load run's counts (warm-up runs fall outside)."""
+        after = self._settled_acceptance()
+        return _difference(after, self.before) if after is not None else None
+
+    def _generation(self, record: Record) -> Generation:
+        ids = self.output_ids(record)
+        return Generation(
+            prompt_id=record.prompt_id,
+            prompt_tokens=record.prompt_tokens or 0,
+            output_ids=ids,
+            wall_s=record.e2e_s,
+            ttft_s=record.ttft_s,
+            acceptance=None,  # the server counts a window, not a request (window_acceptance)
+            text=record.text,
+            token_count=record.completion_tokens if record.token_ids is None else None,
+            itl_s=list(record.itl_s),
+            queued_s=record.queued_s,
+        )
+
+    def peak_memory(self) -> Dict[str, Any]:
+        if self.server is None:
+            reason = f"the server at {self.url} is not managed by specsweep: its memory is not read"
+            return {"peak_memory_mb": None, "peak_memory_source": reason, "peak_memory_per_device_mb": None}
+        return {**self.server.peak_memory_mb(), "peak_memory_per_device_mb": None}
+
+    def acceptance_facts(self) -> Dict[str, Optional[str]]:
+        """Where acceptance comes from, or why there is none (speculative configurations only)."""
+        if self.method == "none":
+            return {"acceptance_source": None, "acceptance_unavailable_reason": None}
+        if self.acceptance_reason is not None:
+            return {"acceptance_source": None, "acceptance_unavailable_reason": self.acceptance_reason}
+        return {"acceptance_source": self.acceptance_source, "acceptance_unavailable_reason": None}
+
+    def server_facts(self) -> Dict[str, Any]:
+        """What every served result records about its server."""
+        managed = self.server is not None
+        return {
+            "server_url": self.url,
+            "server_managed": managed,
+            "server_command": self.server.command() if managed else None,
+            "server_reused": self.reused if managed else None,
+            "server_start_s": None if not managed or self.reused else self.server.start_s,
+            "server_log": str(self.server.log_path) if managed else None,
+            "served_model": self.model_id,
+        }
+
+    def close(self) -> None:
+        if self.server is None:
+            return
+        if self.server.alive():
+            self._servers().put(self.server.spec.key(), self.server)
+        else:
+            self.server.stop()
+        self.server = None
+
+
+def _same(a: Optional[AcceptanceCounts], b: Optional[AcceptanceCounts]) -> bool:
+    if a is None or b is None:
+        return a is b
+    return (a.drafted, a.accepted, a.num_drafts, a.accepted_per_position) == (
+        b.drafted,
+        b.accepted,
+        b.num_drafts,
+        b.accepted_per_position,
+    )
+
+
+def _difference(after: AcceptanceCounts, before: Optional[AcceptanceCounts]) -> AcceptanceCounts:
+    from specsweep.serving.prometheus import difference
+
+    return difference(after, before or AcceptanceCounts())

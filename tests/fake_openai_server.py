@@ -1,0 +1,154 @@
+"""A stand-in OpenAI-API server for the fast tests of the served path (no model): stdlib only.
+
+GET /health, /v1/models, /metrics (vLLM's spec-decode counters with --spec); POST /v1/chat/completions and
+/v1/completions, streamed one chunk per token (two tokens per chunk with --spec, as a verification step delivers its
+accepted tokens together). A prompt's output is deterministic: token i is (len(prompt) + i) % 50 + 10, text "t<id> ".
+
+    python fake_openai_server.py --port P [--spec] [--delay S] [--die-after N] [--child] [--exit-at-start]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+STATE = {"requests": 0, "in_flight": 0, "max_in_flight": 0, "drafts": 0, "drafted": 0, "accepted": 0, "pos": [0, 0]}
+LOCK = threading.Lock()
+
+
+def metrics_text() -> str:
+    lines = []
+    for name, key in (
+        ("vllm:spec_decode_num_drafts", "drafts"),
+        ("vllm:spec_decode_num_draft_tokens", "drafted"),
+        ("vllm:spec_decode_num_accepted_tokens", "accepted"),
+    ):
+        lines += [f"# TYPE {name}_total counter", f'{name}_total{{engine="0",model_name="fake"}} {STATE[key]}.0']
+    name = "vllm:spec_decode_num_accepted_tokens_per_pos"
+    lines.append(f"# TYPE {name}_total counter")
+    for i, n in enumerate(STATE["pos"]):
+        lines.append(f'{name}_total{{engine="0",model_name="fake",position="{i}"}} {n}.0')
+    lines.append("# TYPE fake_max_in_flight gauge")
+    lines.append(f"fake_max_in_flight {STATE['max_in_flight']}")
+    return "\n".join(lines) + "\n"
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):  # keep the log to what the tests read
+        pass
+
+    def _send(self, code: int, body: bytes, kind: str = "application/json") -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        if self.path == "/health":
+            self._send(200, b"{}")
+        elif self.path == "/v1/models":
+            self._send(200, json.dumps({"data": [{"id": "fake-model"}]}).encode())
+        elif self.path == "/metrics" and ARGS.spec:
+            self._send(200, metrics_text().encode(), "text/plain")
+        elif self.path == "/metrics":
+            self._send(200, b"# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running 0\n", "text/plain")
+        else:
+            self._send(404, b"{}")
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with LOCK:
+            STATE["requests"] += 1
+            STATE["in_flight"] += 1
+            STATE["max_in_flight"] = max(STATE["max_in_flight"], STATE["in_flight"])
+            if ARGS.die_after and STATE["requests"] > ARGS.die_after:
+                print(f"fake server: dying at request {STATE['requests']}", flush=True)
+                sys.stdout.flush()
+                import os
+
+                os._exit(3)
+        try:
+            self._stream(body)
+        finally:
+            with LOCK:
+                STATE["in_flight"] -= 1
+
+    def _stream(self, body) -> None:
+        if body.get("max_tokens") == 999:
+            self._send(400, json.dumps({"error": "max_tokens=999 is refused by the fake server"}).encode())
+            return
+        prompt = body["messages"][0]["content"] if "messages" in body else body["prompt"]
+        ids = [(len(prompt) + i) % 50 + 10 for i in range(body["max_tokens"])]
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        step = 2 if ARGS.spec else 1
+        for start in range(0, len(ids), step):
+            time.sleep(ARGS.delay)
+            chunk_ids = ids[start : start + step]
+            self._chunk(body, chunk_ids)
+            if ARGS.spec:
+                with LOCK:  # one draft step of 2 tokens, the first accepted
+                    STATE["drafts"] += 1
+                    STATE["drafted"] += 2
+                    STATE["accepted"] += 1
+                    STATE["pos"][0] += 1
+        usage = {"prompt_tokens": len(prompt), "completion_tokens": len(ids), "total_tokens": len(prompt) + len(ids)}
+        self._write({"choices": [], "usage": usage})
+        self._write_raw(b"data: [DONE]\n\n")
+        self._write_raw(b"")
+
+    def _chunk(self, body, chunk_ids) -> None:
+        text = "".join(f"t{i} " for i in chunk_ids)
+        choice = {"index": 0, "finish_reason": None}
+        if "messages" in body:
+            choice["delta"] = {"content": text}
+        else:
+            choice["text"] = text
+        if body.get("return_token_ids"):
+            choice["token_ids"] = chunk_ids
+        self._write({"choices": [choice]})
+
+    def _write(self, data) -> None:
+        self._write_raw(f"data: {json.dumps(data)}\n\n".encode())
+
+    def _write_raw(self, payload: bytes) -> None:
+        self.wfile.write(f"{len(payload):x}\r\n".encode() + payload + b"\r\n")
+        self.wfile.flush()
+
+
+def main() -> None:
+    global ARGS
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--spec", action="store_true")
+    parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--die-after", type=int, default=0)
+    parser.add_argument("--child", action="store_true", help="start a sleeping helper process, as vLLM does")
+    parser.add_argument("--exit-at-start", action="store_true")
+    parser.add_argument("--never-healthy", action="store_true")
+    ARGS = parser.parse_args()
+    print(f"fake server: starting on port {ARGS.port}", flush=True)
+    if ARGS.exit_at_start:
+        print("fake server: error: refusing to start (--exit-at-start)", flush=True)
+        sys.exit(2)
+    if ARGS.child:
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    if ARGS.never_healthy:
+        time.sleep(600)
+    ThreadingHTTPServer((ARGS.host, ARGS.port), Handler).serve_forever()
+
+
+ARGS = None
+if __name__ == "__main__":
+    main()
