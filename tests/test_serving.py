@@ -339,3 +339,12 @@ def test_a_served_sweep_over_method_and_concurrency_records_and_reports(tmp_path
             assert s["acceptance_source"].startswith("the server's Prometheus /metrics")
     html = write([next((tmp_path / "outputs" / "sweeps").iterdir())], tmp_path / "report.html").read_text()
     assert "Speedup vs concurrency" in html and "stops paying: none in the range" in html
+
+
+def test_a_server_that_refuses_its_first_request_fails_the_start(tmp_path):
+    spec = fake_spec(tmp_path, "--child")
+    spec.ready_request = ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 999})
+    server = ManagedServer(spec)
+    with pytest.raises(ServerError, match=r"^fake server refused its first request \(HTTP 400: .*refused by the fake"):
+        server.start()
+    assert not server.alive() and not group_alive(server)

@@ -24,6 +24,7 @@ EXAMPLES = """Examples:
   python main.py -m hparams_search=best_k               # the best k in 3 measured runs (probe + 2)
   python main.py -m hparams_search=draft_model_k        # Optuna over k
   python main.py backend=vllm speculation=eagle3 --dry-run    # print the native engine config, run nothing
+  python main.py -m backend=vllm_server speculation=none,ngram generation.concurrency=1,4   # a server under load
   python main.py --support-matrix                       # which backend runs which method"""
 
 FOOTER = """Any field can be overridden as group.field=value (see --cfg job for the composed config); every invalid

@@ -7,7 +7,9 @@
 - `prometheus`: vLLM's spec-decode counters read from `/metrics` with prometheus_client's text parser;
 - `engine`: the `Backend` half every served backend shares (a server kept in the session and reused by jobs with an
   identical server configuration, one load run per generate() call);
-- `stats`: latency percentiles and goodput over the per-request records.
+- `openai`: the request body from the unified generation settings; `config`: validation rules they share.
+
+Latency percentiles and goodput are metrics like any other (measure/metrics.py, measure/load.py).
 
 Nothing here imports an engine (vLLM, mlx): a served backend names its server's command line.
 """

@@ -43,6 +43,9 @@ class ServerSpec:
     command: List[str]
     env: Dict[str, str] = field(default_factory=dict)  # laid over os.environ
     health_path: str = "/health"
+    # (path, body) of a request sent once it is healthy, for servers that load the model on first use
+    # (mlx_lm.server): the start then includes the model load, and a model that cannot load fails the start
+    ready_request: Optional[tuple] = None
     startup_timeout_s: float = 600.0
     log_dir: str = "outputs/servers"
 
@@ -125,6 +128,8 @@ class ManagedServer:
         log.info("started %s (pid %d) on %s, log %s", self.spec.name, self.proc.pid, self.url, self.log_path)
         try:
             self._wait_healthy()
+            if self.spec.ready_request is not None:
+                self._first_request(*self.spec.ready_request)
         except BaseException:
             self.stop()
             raise
@@ -144,6 +149,17 @@ class ManagedServer:
                 pass
             time.sleep(0.5)
         raise self.error(f"was not healthy within {self.spec.startup_timeout_s:g} s (backend.startup_timeout_s)")
+
+    def _first_request(self, path: str, body: Dict[str, object]) -> None:
+        import httpx
+
+        try:
+            response = httpx.post(self.url + path, json=body, timeout=self.spec.startup_timeout_s)
+        except httpx.HTTPError as err:
+            raise self.error(f"did not answer its first request ({type(err).__name__}: {err})") from None
+        if response.status_code != 200:
+            detail = " ".join(response.text.split())[:300]
+            raise self.error(f"refused its first request (HTTP {response.status_code}: {detail})")
 
     def error(self, cause: str) -> ServerError:
         """One line naming the server, the cause and the tail of its log (the full tail is logged too)."""
