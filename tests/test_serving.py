@@ -348,3 +348,18 @@ def test_a_server_that_refuses_its_first_request_fails_the_start(tmp_path):
     with pytest.raises(ServerError, match=r"^fake server refused its first request \(HTTP 400: .*refused by the fake"):
         server.start()
     assert not server.alive() and not group_alive(server)
+
+
+def test_the_crossover_is_where_the_speedup_first_falls_below_one():
+    from specsweep.report.data import crossover
+
+    assert crossover([(1, 1.4), (4, 1.1)])["kind"] == "none"
+    assert "none in the range" in crossover([(4, 1.1), (1, 1.4)])["text"]
+    cross = crossover([(1, 1.5), (2, 1.2), (8, 0.8), (16, 1.1)])  # the first fall below 1 counts
+    assert cross["kind"] == "crosses" and cross["at"] == pytest.approx(2 ** (1 + 0.2 / 0.4 * 2))  # 4.0
+    assert crossover([(1, 0.9), (4, 0.7)]) == {
+        "kind": "never",
+        "at": 1,
+        "text": "speculation never paid in the range (speedup 0.90x already at concurrency 1)",
+    }
+    assert crossover([(1, None)])["kind"] == "no data"

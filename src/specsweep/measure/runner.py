@@ -170,6 +170,9 @@ COST_RATIOS = "runner.cost_ratios"
 SERVED_BASELINES, SERVED_BASELINE_CAPACITY = "runner.baselines.served", 16
 
 
+SERVED_NO_COST_RATIO = "not measured on a served backend (timing the draft alone would start another server)"
+
+
 def _baselines(cfg, session):
     if type(cfg.backend).served:
         return session.slot(SERVED_BASELINES, capacity=SERVED_BASELINE_CAPACITY)
@@ -442,7 +445,10 @@ def run(cfg, prompts: List[Prompt], build_engine, meter: EnergyMeter, session) -
     sections.baseline = baseline_info
     timing.generation_s = spec_phase.seconds + (base_phase.seconds if baseline_info.measured_in_job else 0.0)
     sections.timing = timing
-    cost = _cost_ratio(cfg, prompts, build_engine, base_phase, session, timing) if speculative else {}
+    if speculative and type(cfg.backend).served:  # timing the draft alone would start one more server per load level
+        cost = {"cost_ratio": None, "cost_ratio_source": SERVED_NO_COST_RATIO}
+    else:
+        cost = _cost_ratio(cfg, prompts, build_engine, base_phase, session, timing) if speculative else {}
     sections.theory = theory.section(
         cfg.speculation.method, cfg.speculation.num_speculative_tokens, sections.metrics, cost
     )
