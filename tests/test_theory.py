@@ -222,3 +222,11 @@ def test_steps_without_a_draft_count_as_plain_decoding_steps():
     verify = [1.0, 1.5, 2.0]
     # per step: 2/3 x (2 tokens in t_verify(3) = 2 s) + 1/3 x (1 token in 1 s) -> 5/3 tokens in 5/3 s
     assert theory.curve_speedup(2.0, 2, verify, 0.0, 10 / 15) == pytest.approx(1.0)
+
+
+def test_the_whole_generation_speedup_keeps_prefill_and_engine_overhead():
+    timeline = {"tokens": 33, "baseline_ttft_s": 0.5, "baseline_tpot_s": 0.12, "ttft_s": 0.7}
+    # per token: the baseline pays t_verify(1) 0.10 + overhead 0.02; a step at k yields 2 tokens in 0.14 s + 0.02 s
+    assert theory.generation_speedup(2.0, 0.14, 0.10, timeline) == pytest.approx((0.5 + 32 * 0.12) / (0.7 + 32 * 0.08))
+    long = dict(timeline, tokens=10**7)  # prefill vanishes in a long generation: the per-token ratio remains
+    assert theory.generation_speedup(2.0, 0.14, 0.10, long) == pytest.approx(0.12 / 0.08, rel=1e-4)

@@ -389,7 +389,21 @@ def _interleaved_phases(cfg, prompts, build_engine, meter, progress, timing: Tim
     return phases["baseline"], phases["speculative"], sections, info
 
 
-def _cost_curve(cfg, prompts, build_engine, sections: MeasuredSections, phase: Phase, timing: Timing):
+def _timeline(phase: Phase, base: Optional[Phase]) -> Optional[Dict[str, float]]:
+    """Medians of the probe's generations and of its baseline's: what the curve needs besides the steps."""
+    if base is None or not phase.all():
+        return None
+    base_tpots = [t for g in base.all() if (t := metrics.tpot_s(g)) is not None]
+    values = {
+        "tokens": median([len(g.output_ids) for g in phase.all()]),
+        "baseline_ttft_s": _median([g.ttft_s for g in base.all()]),
+        "baseline_tpot_s": median(base_tpots) if base_tpots else float("nan"),
+        "ttft_s": _median([g.ttft_s for g in phase.all()]),
+    }
+    return values if all(v == v for v in values.values()) else None  # NaN: a median had nothing to take
+
+
+def _cost_curve(cfg, prompts, build_engine, sections: MeasuredSections, phases, timing: Timing):
     """theory.curve for measurement.cost_model=true -> (curve, None) or (None, why not)."""
     k, m = cfg.speculation.num_speculative_tokens, sections.metrics
     if k is None or not m.num_drafts:
@@ -406,8 +420,10 @@ def _cost_curve(cfg, prompts, build_engine, sections: MeasuredSections, phase: P
     e = sections.energy
     energy = (e.baseline_joules_per_token, e.energy_ratio) if e and e.energy_ratio else None
     alpha = theory.fit_alpha(m.accepted_tokens or 0, m.num_drafts or 0, m.drafted_tokens or 0)
+    phase, base = phases
     counts = phase.acceptance()
-    return theory.cost_curve(m, k, costs, alpha, energy, steps=counts.steps if counts else None), None
+    steps = counts.steps if counts else None
+    return theory.cost_curve(m, k, costs, alpha, energy, steps=steps, timeline=_timeline(phase, base)), None
 
 
 def pairing(cfg) -> Tuple[str, str]:
@@ -453,6 +469,6 @@ def run(cfg, prompts: List[Prompt], build_engine, meter: EnergyMeter, session) -
         cfg.speculation.method, cfg.speculation.num_speculative_tokens, sections.metrics, cost
     )
     if speculative and cfg.measurement.cost_model:
-        curve, why = _cost_curve(cfg, prompts, build_engine, sections, spec_phase, timing)
+        curve, why = _cost_curve(cfg, prompts, build_engine, sections, (spec_phase, base_phase), timing)
         sections.theory.curve, sections.theory.curve_note = curve, why
     return sections

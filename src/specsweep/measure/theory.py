@@ -252,15 +252,36 @@ def replay_tokens_per_step(trace: List[Optional[bool]], k: int, keep: float, dra
     return tokens / steps if steps else 1.0
 
 
+def step_seconds(k: int, verify_s: List[float], draft_token_s: float, share: float) -> float:
+    """Forward time of a mean step at k (verify_s[n-1] = t_verify(n); a share 1 - share of the steps had no draft:
+    1 token in t_verify(1))."""
+    return share * (k * draft_token_s + verify_s[k]) + (1.0 - share) * verify_s[0]
+
+
 def curve_speedup(draft_step_tokens: float, k: int, verify_s: List[float], draft_token_s: float, share: float):
-    """Predicted speedup at k from the tokens a draft step yields: tokens per step x t_verify(1) / seconds per step
-    (verify_s[n-1] = t_verify(n); a share 1 - share of the steps had no draft: 1 token in t_verify(1))."""
-    step_s = share * (k * draft_token_s + verify_s[k]) + (1.0 - share) * verify_s[0]
-    return (share * draft_step_tokens + 1.0 - share) * verify_s[0] / step_s
+    """Per-step predicted speedup at k: tokens per step x t_verify(1) / forward seconds per step."""
+    return (share * draft_step_tokens + 1.0 - share) * verify_s[0] / step_seconds(k, verify_s, draft_token_s, share)
+
+
+def generation_speedup(tokens_per_step: float, step_s: float, verify_1: float, timeline: Dict[str, float]) -> float:
+    """The whole-generation speedup that tokens/s measures, where the per-step one leaves out two things: the time
+    to the first token, which does not shrink with k (prefill of the target, and of the draft where there is one),
+    and the engine's own overhead per target step, o = baseline TPOT - t_verify(1). timeline: tokens (per
+    generation), baseline_ttft_s, baseline_tpot_s, and ttft_s (the probe's own)."""
+    n, tpot = timeline["tokens"], timeline["baseline_tpot_s"]
+    overhead = max(tpot - verify_1, 0.0)
+    spec_token_s = (step_s + overhead) / tokens_per_step
+    return (timeline["baseline_ttft_s"] + (n - 1) * tpot) / (timeline["ttft_s"] + (n - 1) * spec_token_s)
 
 
 def cost_curve(
-    metrics: Metrics, probe_k: int, costs: Dict[str, Any], alpha: Optional[float], energy, steps=None
+    metrics: Metrics,
+    probe_k: int,
+    costs: Dict[str, Any],
+    alpha: Optional[float],
+    energy,
+    steps=None,
+    timeline: Optional[Dict[str, float]] = None,
 ) -> CostCurve:
     """The predicted curve for k = 1..probe_k from this job's counts and timed costs (see the comment above).
 
@@ -276,7 +297,11 @@ def cost_curve(
         draft_step_tokens = (
             replay_tokens_per_step(trace, k, keep) if trace else curve_tokens_per_step(per_position, k, 1.0)
         )
+        tokens_per_step = share * draft_step_tokens + 1.0 - share
         speedup = curve_speedup(draft_step_tokens, k, verify_s, draft_s, share)
+        if timeline:
+            step_s = step_seconds(k, verify_s, draft_s, share)
+            speedup = generation_speedup(tokens_per_step, step_s, verify_s[0], timeline)
         joules = None
         if energy is not None and metrics.speedup:
             base_jpt, ratio = energy
@@ -284,7 +309,7 @@ def cost_curve(
         points.append(
             CurvePoint(
                 k=k,
-                tokens_per_step=share * draft_step_tokens + 1.0 - share,
+                tokens_per_step=tokens_per_step,
                 speedup=speedup,
                 iid_speedup=expected_speedup(alpha, k, c) if alpha is not None else None,
                 joules_per_token=joules,
@@ -305,4 +330,5 @@ def cost_curve(
         tokens_source=(
             f"the probe's {len(steps)} recorded draft steps replayed at each k" if trace else "1 + p_1 + ... + p_k"
         ),
+        timeline=timeline,
     )

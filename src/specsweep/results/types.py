@@ -269,6 +269,11 @@ class CostCurve:
     best_energy_k: Optional[int] = doc("the k with the lowest predicted J/token (null: energy not measured)")
     source: str = doc("how the costs were timed")
     tokens_source: str = doc("how tokens per draft step at each k were obtained from the probe")
+    timeline: Optional[Dict[str, float]] = doc(
+        "what turns the per-step speedup into the whole-generation one tokens/s measures: tokens per generation, "
+        "the baseline's TTFT and TPOT, the probe's TTFT (null: per-step speedup)",
+        default=None,
+    )
 
 
 @dataclass(kw_only=True)
