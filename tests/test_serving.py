@@ -288,7 +288,8 @@ def test_dry_run_prints_the_exact_server_command_line(tmp_path):
     assert proc.returncode == 0, proc.stderr
     native = json.loads(proc.stdout)["native_config"]
     line = native["server_command_line"]
-    assert " serve " in line and "--port '{port}'" in line and line.endswith("--max-log-len 10")
+    assert ("-m vllm.entrypoints.openai.api_server --model " in line or " serve " in line) and "--port '{port}'" in line
+    assert line.endswith("--max-log-len 10")
     assert '--speculative-config \'{"method": "ngram", "num_speculative_tokens": 4' in line
     assert native["request"] == {"max_tokens": 64, "temperature": 0.0, "return_token_ids": True}
     assert not (tmp_path / "outputs").exists()

