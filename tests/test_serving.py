@@ -120,6 +120,19 @@ def test_streaming_records_per_request_at_a_fixed_concurrency(fake_server):
     assert gauge == [] or gauge == ["fake_max_in_flight 2"]
 
 
+def test_poisson_arrivals_send_requests_at_their_arrival_times(fake_server):
+    import time
+
+    server = fake_server()
+    start = time.perf_counter()
+    records = load_gen.run_load(server.url, requests(4, max_tokens=2), concurrency=4, request_rate=10.0, seed=3)
+    wall = time.perf_counter() - start
+    offsets = load_gen.arrival_offsets(4, 10.0, seed=3)
+    assert [r.scheduled_s for r in records] == offsets and not any(r.error for r in records)
+    assert wall >= offsets[-1]  # the last request could not go before it arrived
+    assert all(r.queued_s < 0.05 for r in records)  # 4 slots: nobody waited for one
+
+
 def test_plain_completions_and_a_failed_request_are_recorded(fake_server):
     server = fake_server()
     good, bad = load_gen.run_load(

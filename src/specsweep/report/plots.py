@@ -315,8 +315,9 @@ def speedup_vs_concurrency(jobs: List[Job]) -> Union[Figure, str]:
                 (cross["at"], 1.0),
                 color=color,
                 fontsize=7,
-                xytext=(4, 6),
+                xytext=(-4, 6),
                 textcoords="offset points",
+                ha="right",  # left of the line, which would strike through it
             )
     ax.axhline(1.0, color="grey", lw=0.8, ls=":")
     _concurrency_axis(ax, levels)

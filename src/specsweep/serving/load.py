@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
+
+# httpx logs every request at INFO, which Hydra's job log would then hold once per request of every load run
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @dataclass
