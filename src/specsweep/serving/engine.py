@@ -127,7 +127,8 @@ class ServedBackend(Backend):
 
     def _raise_on_failures(self, records: List[Record]) -> None:
         failed = [r for r in records if r.error]
-        if self.server is not None and not self.server.alive():
+        if self.server is not None and (not self.server.alive() or (failed and self.server.exits_within(3.0))):
+            # a server that dies drops its connections a moment before it can be reaped: failed requests wait for it
             raise self.server.error(f"exited with code {self.server.proc.returncode} during the load run")
         if failed:
             first = failed[0]

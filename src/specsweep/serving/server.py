@@ -181,6 +181,14 @@ class ManagedServer:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def exits_within(self, seconds: float) -> bool:
+        """Whether the server process exits within `seconds` (True at once if it already has)."""
+        try:
+            self.proc.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
     def stop(self) -> None:
         """SIGTERM to the whole group, SIGKILL after STOP_GRACE_S, then reap: nothing left, no zombie."""
         if self.proc is None:
