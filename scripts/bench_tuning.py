@@ -6,11 +6,14 @@ For each method (draft_model, ngram) on the embedded default with a reduced prom
   tuner  what hparams_search=best_k does: a probe at k=8 with the cost model, then the 2 best predicted k measured,
          each run with its own interleaved baseline (3 measured configs);
   tpe    Optuna's TPE sampler over k in 1..8 with the tuner's budget (3 measured configs, seeded).
+The grid's round robin also holds the engine's own adaptive draft lengths where it has them (transformers with a
+draft model: the heuristic schedule starting at k=5, the confidence threshold capped at k=8), so they are compared
+with the best fixed k on the same baseline.
 It prints measured runs, wall time, the chosen k and the grid's speedup at that k as a share of the grid's best (so
 every choice is judged on the same measurements), and the probe curve's prediction error at every k, beside the
 i.i.d. (Leviathan) model's. Targets: share >= 0.97 with <= 3 configs; curve error <= 10% at every k.
 
-    .venv/bin/python scripts/bench_tuning.py                       # both methods, 3 prompts x 32 tokens, 2 reps
+    .venv/bin/python scripts/bench_tuning.py                       # both methods, 3 prompts x 48 tokens, 2 reps
     .venv/bin/python scripts/bench_tuning.py --methods ngram dataset.num_prompts=5
 """
 
@@ -29,7 +32,8 @@ sys.path.insert(0, str(REPO / "src"))
 KS = range(1, 9)
 PROBE_K = 8
 BUDGET = 3
-DEFAULTS = ["dataset.num_prompts=3", "generation.max_new_tokens=32", "measurement.repetitions=2"]
+ADAPTIVE_START = 5  # where transformers' heuristic schedule starts (its former default num_assistant_tokens)
+DEFAULTS = ["dataset.num_prompts=3", "generation.max_new_tokens=48", "measurement.repetitions=2"]
 
 
 class Bench:
@@ -65,24 +69,36 @@ class Bench:
         sections = runner.run(cfg, self.prompts(cfg), self.build, NoEnergyMeter(), self.session)
         return sections, time.perf_counter() - start
 
+    def adaptive_cfgs(self):
+        """The engine's own adaptive draft lengths (transformers with a draft model): name -> config."""
+        from specsweep.backends import registry
+
+        cfg = self.cfg(1)
+        cfgs = {}
+        for variant in registry()[cfg.backend.name].adaptive_drafts(str(cfg.speculation.method)):
+            k = ADAPTIVE_START if variant.k == "start" else max(KS)
+            cfgs[f"{variant.name} ({variant.k} k={k})"] = self.cfg(k, *variant.overrides())
+        return cfgs
+
     def grid(self):
-        """Baseline + every k in one interleaved round robin -> ({k: speedup}, seconds)."""
+        """Baseline, every k and the adaptive variants in one interleaved round robin -> ({key: speedup}, seconds)."""
         from rich.progress import Progress
 
         from specsweep.energy import NoEnergyMeter
         from specsweep.measure import runner
 
         cfgs = {k: self.cfg(k) for k in KS}
+        cfgs.update(self.adaptive_cfgs())
         prompts = self.prompts(cfgs[1])
         start = time.perf_counter()
         engines = {"baseline": self.build(runner.baseline_config(cfgs[1]))}
-        engines.update({k: self.build(cfg) for k, cfg in cfgs.items()})
+        engines.update({key: self.build(cfg) for key, cfg in cfgs.items()})
         with Progress(disable=True) as progress:
             phases = runner.measure_interleaved(engines, prompts, cfgs[1], NoEnergyMeter(), progress)
         for engine in engines.values():
             engine.close()
         base = phases["baseline"]
-        speedups = {k: runner.summarize(cfgs[k], prompts, phases[k], base).metrics.speedup for k in KS}
+        speedups = {key: runner.summarize(cfg, prompts, phases[key], base).metrics.speedup for key, cfg in cfgs.items()}
         return speedups, time.perf_counter() - start
 
     def tuner(self):
@@ -117,14 +133,18 @@ class Bench:
 
 
 def report(method: str, grid, grid_s, tuner, tpe) -> None:
+    adaptive = {key: s for key, s in grid.items() if not isinstance(key, int)}
+    grid = {k: s for k, s in grid.items() if isinstance(k, int)}
     best_k = max(grid, key=grid.get)
     k_t, runs_t, secs_t, curve, why = tuner
     k_p, runs_p, secs_p = tpe
     print(f"\n== {method}: grid speedups " + " ".join(f"k{k}={s:.3f}" for k, s in grid.items()))
     print(f"{'strategy':8} {'runs':>4} {'wall s':>7} {'chosen k':>8} {'share of grid best':>18}")
-    rows = (("grid", 8, grid_s, best_k), ("tuner", runs_t, secs_t, k_t), ("tpe", runs_p, secs_p, k_p))
+    rows = (("grid", len(KS), grid_s, best_k), ("tuner", runs_t, secs_t, k_t), ("tpe", runs_p, secs_p, k_p))
     for name, runs, secs, k in rows:
         print(f"{name:8} {runs:>4} {secs:>7.0f} {k:>8} {grid[k] / grid[best_k]:>18.3f}")
+    for key, speedup in adaptive.items():  # measured in the grid's round robin, against the same baseline
+        print(f"adaptive {key}: {speedup:.3f}x, {speedup / grid[best_k]:.3f} of the best fixed k")
     if curve is None:
         print(f"no curve: {why}")
         return

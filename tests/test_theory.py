@@ -230,3 +230,14 @@ def test_the_whole_generation_speedup_keeps_prefill_and_engine_overhead():
     assert theory.generation_speedup(2.0, 0.14, 0.10, timeline) == pytest.approx((0.5 + 32 * 0.12) / (0.7 + 32 * 0.08))
     long = dict(timeline, tokens=10**7)  # prefill vanishes in a long generation: the per-token ratio remains
     assert theory.generation_speedup(2.0, 0.14, 0.10, long) == pytest.approx(0.12 / 0.08, rel=1e-4)
+
+
+def test_timed_verify_costs_are_made_nondecreasing_by_pooling_only_the_dips():
+    # a forward over more new tokens never costs less: a dip is noise, pooled with its neighbours (least squares)
+    assert theory.nondecreasing([1.0, 3.0, 2.0, 4.0]) == pytest.approx([1.0, 2.5, 2.5, 4.0])
+    # the noisy series seen under contention (t_verify(1) 0.75 s, t_verify(3) 0.22 s): one level, their mean
+    assert theory.nondecreasing([0.75, 0.30, 0.22, 0.40]) == pytest.approx([0.4175] * 4)
+    rising = [0.2, 0.21, 0.25, 0.31]
+    assert theory.nondecreasing(rising) == rising  # nothing to pool: the timings stand as measured
+    flat_then_dip = [0.5, 0.5, 0.5, 0.1]
+    assert theory.nondecreasing(flat_then_dip) == pytest.approx([0.4] * 4)

@@ -297,3 +297,32 @@ def test_a_job_whose_engine_raises_mid_generation_leaves_no_process(tmp_path, vl
     (result,) = results_in(tmp_path)
     assert result["status"] == "failed" and "vLLM failed to generate" in result["error"]
     assert not _engine_processes(str(tmp_path))  # the engine process was stopped and waited for
+
+
+def test_best_k_for_prompt_lookup_on_vllm_times_target_forwards_for_its_curve(tmp_path, vllm_tiny_dir):
+    args = ["hydra.sweeper.probe_k=3", "hydra.sweeper.verify=1", "measurement.repetitions=1", "logger=none"]
+    proc = run_main(
+        "-m", "hparams_search=best_k", "speculation=ngram", *args, *tiny_overrides(vllm_tiny_dir), cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (path,) = (tmp_path / "outputs" / "sweeps").glob("*/best_k.json")
+    summary = json.loads(path.read_text())
+    curve = summary["curves"]["default"]
+    verify = curve["verify_s"]  # t_verify(1..4), timed through vLLM's own time to first token
+    assert len(verify) == 4 and all(0 < a <= b for a, b in zip(verify, verify[1:])) and curve["draft_token_s"] == 0
+    assert "time to first token" in curve["source"] and len(curve["points"]) == 3
+    assert summary["measured_runs"] == 2 and [p["role"] for p in summary["points"]] == ["probe", "verify"]
+    assert all(p["measured_speedup"] > 0 and p["error"] is not None for p in summary["points"])
+    assert {r["environment"]["engine"] for r in results_in(tmp_path)} == {"vllm"}
+
+
+def test_a_draft_model_on_vllm_says_why_it_has_no_cost_curve(vllm_tiny_dir):
+    from specsweep import backends
+    from specsweep.backends.vllm.backend import VllmBackend
+    from specsweep.models.registry import resolve_models
+
+    cfg = composed(vllm_tiny_dir, "speculation=draft_model", "speculation.num_speculative_tokens=2")
+    models = resolve_models(cfg)
+    engine = VllmBackend(cfg, backends.native_config(cfg, models), models, Session())  # never loaded: no timing
+    with pytest.raises(NotImplementedError, match="cannot be timed apart"):
+        engine.step_costs(load_prompts(cfg.dataset)[0], 3)

@@ -3,9 +3,10 @@
 One probe job runs at a large k with `measurement.cost_model=true`: its per-position acceptance and timed forwards
 predict the speedup at every k <= probe_k (`theory.curve`, see measure/theory.py). The best few predicted k values
 are then measured for real, each an ordinary job paired with its own interleaved baseline, and the best measured
-one is chosen. For prompt lookup, one probe per n-gram window (`windows`). Everything lands in
-`<sweep dir>/best_k.json`: the predicted curves, every verified point with its prediction error (and the i.i.d.
-model's), the chosen k, and the energy-optimal k where energy was measured.
+one is chosen. For prompt lookup, one probe per n-gram window (`windows`). Where the engine has its own adaptive
+draft length (transformers: `BackendConfig.adaptive_drafts`), each variant is then measured once beside the chosen k.
+Everything lands in `<sweep dir>/best_k.json`: the predicted curves, every verified point with its prediction error
+(and the i.i.d. model's), the chosen k, the adaptive variants, and the energy-optimal k where energy was measured.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class Point:
 
     k: int
     window: Optional[int]
-    role: str  # probe | verify
+    role: str  # probe | verify | adaptive (the engine picks the length; k is its start or cap, see `variant`)
     status: str
     run_dir: Optional[str]
     measured_speedup: Optional[float] = None
@@ -37,6 +38,9 @@ class Point:
     iid_error: Optional[float] = None
     joules_per_token: Optional[float] = None
     wall_s: Optional[float] = None  # the job's measuring time (timing.generation_s)
+    variant: Optional[str] = None  # adaptive only: its name (backends' AdaptiveDraft.name)
+    variant_note: Optional[str] = None  # adaptive only: what k means for it and what the engine does
+    mean_drafted: Optional[float] = None  # tokens drafted per draft step (metrics.drafted_tokens / num_drafts)
 
 
 @dataclass
@@ -46,7 +50,7 @@ class Summary:
     measured_runs: int
     points: List[Point] = field(default_factory=list)
     curves: Dict[str, Any] = field(default_factory=dict)  # window (or "default") -> theory.curve of its probe
-    chosen: Optional[Point] = None
+    chosen: Optional[Point] = None  # the best measured fixed k (adaptive variants are reported beside it)
     energy_optimal: Optional[Dict[str, Any]] = None
     note: str = ""
 
@@ -79,14 +83,21 @@ def point_from(result: Optional[Dict[str, Any]], k: int, window, role: str, run_
     point.measured_speedup = metrics.get("speedup") if point.status == "ok" else None
     point.error = _relative_error(point.predicted_speedup, point.measured_speedup)
     point.iid_error = _relative_error(point.iid_predicted_speedup, point.measured_speedup)
+    if metrics.get("num_drafts"):
+        point.mean_drafted = metrics["drafted_tokens"] / metrics["num_drafts"]
     point.joules_per_token = (result.get("energy") or {}).get("joules_per_token")
     point.wall_s = (result.get("timing") or {}).get("generation_s")
     return point
 
 
 def choose(points: Sequence[Point]) -> Optional[Point]:
-    ok = [p for p in points if p.measured_speedup is not None and not math.isnan(p.measured_speedup)]
+    """The best measured fixed k (never a failed point, nor an adaptive variant)."""
+    ok = [p for p in points if p.role != "adaptive" and _measured(p)]
     return max(ok, key=lambda p: (p.measured_speedup, -p.k)) if ok else None
+
+
+def _measured(point: Point) -> bool:
+    return point.measured_speedup is not None and not math.isnan(point.measured_speedup)
 
 
 def energy_optimal(points: Sequence[Point], curves: Dict[str, Any]) -> Dict[str, Any]:
@@ -106,8 +117,8 @@ def energy_optimal(points: Sequence[Point], curves: Dict[str, Any]) -> Dict[str,
 class BestKSearch:
     """The sweep itself: probe(s), prediction, verification, choice, summary."""
 
-    def __init__(self, probe_k: int, verify: int, windows: List[int], sweep_dir: str):
-        self.probe_k, self.verify, self.windows = probe_k, verify, windows
+    def __init__(self, probe_k: int, verify: int, windows: List[int], sweep_dir: str, adaptive: bool = True):
+        self.probe_k, self.verify, self.windows, self.adaptive = probe_k, verify, windows, adaptive
         self.sweep_dir = Path(sweep_dir)
         self.job_idx = 0
 
@@ -150,11 +161,31 @@ class BestKSearch:
                 summary.points.append(point_from(result, k, window, "verify", run_dir, curve))
         summary.measured_runs += len(jobs)
         summary.chosen = choose(summary.points)
+        if self.adaptive and summary.chosen is not None:
+            self._measure_adaptive(launcher, arguments, probes[0][0], summary)
         summary.energy_optimal = energy_optimal(summary.points, summary.curves)
         if not any(summary.curves.values()):
             summary.note = "no probe produced a curve (see the probe's theory.curve_note); nothing was verified"
         self._write(summary)
         return summary
+
+    def _measure_adaptive(self, launcher, arguments: List[str], probe: Dict[str, Any], summary: Summary) -> None:
+        """Each adaptive draft length the engine has, started (or capped) where the fixed-k search says, measured
+        with its own interleaved baseline like every other point."""
+        from specsweep.backends import registry
+
+        declaration = registry().get(probe.get("backend", ""))
+        variants = declaration.adaptive_drafts(probe.get("method", "")) if declaration else ()
+        if not variants:
+            return
+        window = summary.chosen.window
+        planned = [(v, summary.chosen.k if v.k == "start" else self.probe_k) for v in variants]
+        jobs = [self._overrides(arguments, k, window, False) + v.overrides() for v, k in planned]
+        for (variant, k), (result, run_dir) in zip(planned, self._launch(launcher, jobs)):
+            point = point_from(result, k, window, "adaptive", run_dir, None)
+            point.variant, point.variant_note = variant.name, f"k={k} is its {variant.k}; {variant.about}"
+            summary.points.append(point)
+        summary.measured_runs += len(jobs)
 
     def _write(self, summary: Summary) -> None:
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -166,18 +197,26 @@ def _pct(value: Optional[float]) -> str:
     return "n/a" if value is None else f"{value:+.1%}"
 
 
+def _speedup(point: Point) -> str:
+    return f"{point.measured_speedup:.3f}x" if point.measured_speedup is not None else point.status
+
+
 def report_lines(summary: Summary, path: Path) -> str:
     lines = [f"specsweep best_k: {summary.measured_runs} measured runs ({summary.method}, probe k={summary.probe_k})"]
-    for p in summary.points:
+    fixed = [p for p in summary.points if p.role != "adaptive"]
+    for p in fixed:
         where = f" window={p.window}" if p.window is not None else ""
-        measured = f"{p.measured_speedup:.3f}x" if p.measured_speedup is not None else p.status
         predicted = f"{p.predicted_speedup:.3f}x" if p.predicted_speedup is not None else "n/a"
         lines.append(
-            f"  {p.role:6} k={p.k}{where}: measured {measured}, predicted {predicted} "
+            f"  {p.role:6} k={p.k}{where}: measured {_speedup(p)}, predicted {predicted} "
             f"(error {_pct(p.error)}; i.i.d. model {_pct(p.iid_error)})"
         )
     chosen = summary.chosen
     lines.append(f"  chosen: k={chosen.k} ({chosen.measured_speedup:.3f}x)" if chosen else "  chosen: none")
+    for p in summary.points:
+        if p.role == "adaptive":
+            drafted = f", {p.mean_drafted:.1f} tokens drafted per step" if p.mean_drafted is not None else ""
+            lines.append(f"  beside it, adaptive {p.variant}: measured {_speedup(p)}{drafted}")
     if summary.note:
         lines.append(f"  note: {summary.note}")
     lines.append(f"  written to {path}")

@@ -21,11 +21,12 @@ class BestKSweeperConf:
     probe_k: int = 8  # the probe's k: its per-position acceptance predicts every k <= probe_k
     verify: int = 2  # best predicted k values measured for real besides the probe (per window)
     windows: List[int] = field(default_factory=list)  # ngram only: one probe per speculation.ngram_max; empty: as set
+    adaptive: bool = True  # also measure the engine's own adaptive draft lengths (where it has any) beside the choice
 
 
 class BestKSweeper(Sweeper):
-    def __init__(self, probe_k: int, verify: int, windows: Optional[List[int]] = None) -> None:
-        self.probe_k, self.verify, self.windows = probe_k, verify, list(windows or [])
+    def __init__(self, probe_k: int, verify: int, windows: Optional[List[int]] = None, adaptive: bool = True) -> None:
+        self.probe_k, self.verify, self.windows, self.adaptive = probe_k, verify, list(windows or []), adaptive
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
@@ -38,7 +39,7 @@ class BestKSweeper(Sweeper):
     def sweep(self, arguments: List[str]) -> Any:
         from specsweep.tuning import BestKSearch
 
-        search = BestKSearch(self.probe_k, self.verify, self.windows, self.config.hydra.sweep.dir)
+        search = BestKSearch(self.probe_k, self.verify, self.windows, self.config.hydra.sweep.dir, self.adaptive)
         return search.run(self.launcher, list(arguments))
 
 

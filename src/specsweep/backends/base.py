@@ -122,6 +122,20 @@ class ResolvedModels:
     draft: Optional[str] = None
 
 
+@dataclass(frozen=True)
+class AdaptiveDraft:
+    """An engine's own way of choosing the draft length as it goes, measured beside the best fixed k (best_k)."""
+
+    name: str
+    backend_overrides: Dict[str, Any]  # the speculation.backend_overrides that switch it on
+    k: str  # what speculation.num_speculative_tokens means for it: "start" (the first length) or "cap" (the most)
+    about: str  # one line: what the engine does
+
+    def overrides(self) -> List[str]:
+        """The Hydra overrides that switch it on in a job."""
+        return [f"++speculation.backend_overrides.{key}={value}" for key, value in self.backend_overrides.items()]
+
+
 @dataclass
 class BackendConfig:
     """A backend's declaration. Subclass it (a dataclass) with the backend's fields and override the methods below;
@@ -145,6 +159,11 @@ class BackendConfig:
     def supported_methods(cls) -> Tuple[str, ...]:
         """The speculation methods this backend maps (what the installed engine offers, where it can tell)."""
         return ("none",)
+
+    @classmethod
+    def adaptive_drafts(cls, method: str) -> Tuple[AdaptiveDraft, ...]:
+        """The engine's own adaptive draft lengths for this method (none by default)."""
+        return ()
 
     def check(self, cfg) -> List[Problem]:
         """Rules that involve more than one field or the installed engine (bounds are declared on the fields)."""
@@ -220,7 +239,7 @@ class Backend(ABC):
             "peak_memory_per_device_mb": None,
         }
 
-    def step_costs(self, prompt: Prompt, n_max: int, repeats: int = 5) -> Dict[str, Any]:
+    def step_costs(self, prompt: Prompt, n_max: int, repeats: int = 7) -> Dict[str, Any]:
         """Timed forwards for the cost model (measurement.cost_model): {"verify_s": [t_verify(n) for n = 1..n_max],
         "draft_token_s": t_draft (0.0 without a draft model), "source": how}. Engines that cannot time one forward
         of the target raise NotImplementedError with why."""

@@ -199,9 +199,23 @@ def measure_cost_ratio(
 # t_verify(1) per token. Prompt lookup finds no draft on some steps: those yield 1 token at t_verify(1).
 
 CURVE_SOURCE = (
-    "t_verify(n), t_draft: median of {repeats} timed forwards (after one warm-up) over n new tokens on the first "
-    "prompt's cached context; p_i, draft_step_share: this job's counts"
+    "t_verify(n), t_draft: median of {repeats} rounds of timed forwards (after one warm-up round; every round times "
+    "each n once) over n new tokens on the first prompt's cached context, made non-decreasing in n; p_i, "
+    "draft_step_share: this job's counts"
 )
+
+
+def nondecreasing(values: List[float]) -> List[float]:
+    """The closest non-decreasing sequence in least squares (pool adjacent violators). A forward over more new
+    tokens never costs less, so a dip in timed medians is noise; pooling it with its neighbours keeps the curve
+    from preferring a k only because its verification happened to be timed during a quiet moment."""
+    blocks: List[List[float]] = []  # [mean, count]
+    for value in values:
+        blocks.append([value, 1])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            (m1, c1), (m2, c2) = blocks.pop(-2), blocks.pop()
+            blocks.append([(m1 * c1 + m2 * c2) / (c1 + c2), c1 + c2])
+    return [mean for mean, count in blocks for _ in range(int(count))]
 
 
 def draft_step_share(output_tokens: int, num_drafts: int, accepted: int) -> float:

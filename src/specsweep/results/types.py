@@ -259,7 +259,7 @@ class CostCurve:
 
     probe_k: int = doc("the k this job ran with (the probe)")
     verify_s: List[float] = doc(
-        "t_verify(n): median time of one target forward over n new tokens on a cached prompt, n = 1..probe_k+1"
+        "t_verify(n): time of one target forward over n new tokens, n = 1..probe_k+1, non-decreasing (how: source)"
     )
     draft_token_s: float = doc("t_draft: one draft forward of one token on a cached prompt (0: prompt lookup)")
     draft_step_share: float = doc("share of verification steps that carried a draft (prompt lookup misses some)")

@@ -187,30 +187,43 @@ class PytorchBackend(Backend):
             text=self.tokenizer.decode(new_ids, skip_special_tokens=True),
         )
 
-    def step_costs(self, prompt: Prompt, n_max: int, repeats: int = 5) -> Dict[str, Any]:
-        from specsweep.measure.theory import CURVE_SOURCE
+    def step_costs(self, prompt: Prompt, n_max: int, repeats: int = 7) -> Dict[str, Any]:
+        from specsweep.measure.theory import CURVE_SOURCE, nondecreasing
 
         ids = torch.tensor([self.encode(prompt)], device=self.device)
-        verify = [self._forward_s(self.model, ids, n, repeats) for n in range(1, n_max + 1)]
-        draft = self._forward_s(self.assistant, ids, 1, repeats) if self.assistant is not None else 0.0
-        return {"verify_s": verify, "draft_token_s": draft, "source": CURVE_SOURCE.format(repeats=repeats)}
+        timers = {n: self._forward_timer(self.model, ids, n) for n in range(1, n_max + 1)}
+        if self.assistant is not None:
+            timers["draft"] = self._forward_timer(self.assistant, ids, 1)
+        samples = {key: [] for key in timers}
+        with torch.inference_mode():
+            for _ in range(repeats + 1):  # rounds over every n, so a machine that drifts shifts every n alike
+                for key, timer in timers.items():
+                    samples[key].append(timer())
+        medians = {key: median(values[1:]) for key, values in samples.items()}  # the first round warms up
+        return {
+            "verify_s": nondecreasing([medians[n] for n in range(1, n_max + 1)]),
+            "draft_token_s": medians.get("draft", 0.0),
+            "source": CURVE_SOURCE.format(repeats=repeats),
+        }
 
-    def _forward_s(self, model, ids, n: int, repeats: int) -> float:
-        """Median time of one forward over n new tokens after the prompt's cached context (the cache is cropped
+    def _forward_timer(self, model, ids, n: int):
+        """A callable timing one forward over n new tokens after the prompt's cached context (the cache is cropped
         back after each, so every forward sees the same context length)."""
         context = ids.shape[1]
         new = ids[:, :n] if n <= context else ids[:, :1].repeat(1, n)  # which tokens does not change the cost
-        samples = []
         with torch.inference_mode():
             cache = model(ids, use_cache=True).past_key_values
-            for _ in range(repeats + 1):  # the first is a warm-up
-                self.synchronize()
-                start = time.perf_counter()
-                model(new, past_key_values=cache, use_cache=True)
-                self.synchronize()
-                samples.append(time.perf_counter() - start)
-                cache.crop(-n)  # drop the n tokens just added
-        return median(samples[1:])
+
+        def timed() -> float:
+            self.synchronize()
+            start = time.perf_counter()
+            model(new, past_key_values=cache, use_cache=True)
+            self.synchronize()
+            seconds = time.perf_counter() - start
+            cache.crop(-n)  # drop the n tokens just added
+            return seconds
+
+        return timed
 
     def peak_memory(self) -> Dict[str, Any]:
         return self.accelerator.peak_memory() or super().peak_memory()

@@ -5,9 +5,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
-from specsweep.backends.base import BackendConfig, Dtype, Problem, ResolvedModels
+from specsweep.backends.base import AdaptiveDraft, BackendConfig, Dtype, Problem, ResolvedModels
 from specsweep.backends.pytorch import mapping
 from specsweep.config.fields import bounded
+
+# transformers' two ways of letting assisted generation pick its own draft length. The engine sets the assistant's
+# generation_config before every generate() call, so each generation starts from these values (what transformers
+# calls "transient": nothing carries over from the previous prompt).
+ADAPTIVE_DRAFTS = (
+    AdaptiveDraft(
+        name="heuristic",
+        backend_overrides={
+            "num_assistant_tokens_schedule": "heuristic_transient",
+            "assistant_confidence_threshold": 0.0,
+        },
+        k="start",
+        about="num_assistant_tokens_schedule=heuristic: +2 after a fully accepted draft, -1 otherwise",
+    ),
+    AdaptiveDraft(
+        name="confidence",
+        backend_overrides={"num_assistant_tokens_schedule": "constant", "assistant_confidence_threshold": 0.4},
+        k="cap",
+        about="assistant_confidence_threshold=0.4 (transformers' default): the draft stops at a token it is less "
+        "sure of than the threshold, which is re-fitted on the acceptances seen so far (scikit-learn's ROC curve)",
+    ),
+)
 
 
 @dataclass
@@ -25,6 +47,10 @@ class PytorchBackendConfig(BackendConfig):
     @classmethod
     def supported_methods(cls) -> Tuple[str, ...]:
         return ("none", "draft_model", "ngram")
+
+    @classmethod
+    def adaptive_drafts(cls, method: str) -> Tuple[AdaptiveDraft, ...]:
+        return ADAPTIVE_DRAFTS if method == "draft_model" else ()
 
     def check(self, cfg) -> List[Problem]:
         problems = []

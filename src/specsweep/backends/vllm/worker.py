@@ -143,6 +143,27 @@ class Engine:
             )
         return {"generations": generations, "wall_s": wall_s}
 
+    def step_costs(self, prompt: Prompt, n_max: int, repeats: int, chat_template: bool) -> Dict[str, Any]:
+        """t_verify(n) for n = 1..n_max: the time to first token (vLLM's own per-request metric) of a request whose
+        prompt is the first n tokens of this prompt, with one output token: one target forward over n new tokens
+        plus the engine's work for one step. Timed in rounds over every n; the medians of the rounds after the
+        first (a warm-up). Only for proposers that cost nothing in the engine (prompt lookup): a draft model runs
+        its own forwards inside the same request."""
+        from statistics import median
+
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        ids = encode_prompt(self.tokenizer, prompt.text, chat_template)
+        ids = (ids * (n_max // len(ids) + 1))[:n_max]
+        params = SamplingParams(max_tokens=1, temperature=0.0)
+        samples: Dict[int, List[float]] = {n: [] for n in range(1, n_max + 1)}
+        for _ in range(repeats + 1):
+            for n, times in samples.items():
+                (output,) = self.llm.generate([TokensPrompt(prompt_token_ids=ids[:n])], params, use_tqdm=False)
+                times.append(output.metrics.first_token_latency)
+        return {"verify_s": [median(times[1:]) for times in samples.values()]}
+
 
 def summary(err: Exception) -> str:
     """One line naming the cause; pydantic puts it on the second line ("1 validation error for X" first)."""
@@ -163,6 +184,8 @@ def serve(conn: Connection) -> None:
                 reply: Any = engine.facts
             elif command == "generate":
                 reply = engine.generate(**payload)
+            elif command == "step_costs":
+                reply = engine.step_costs(**payload)
             elif command == "peak_memory":
                 reply = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             elif command == "close":
