@@ -155,6 +155,37 @@ def test_engine_acceptance_matches_draft_calls(tiny_model_dir, other_tiny_model_
     assert rates["other"] < 0.2, rates  # an unrelated random draft: (nearly) none
 
 
+class RecordingModel(CountingModel):
+    """Also records, per call, how many new tokens it was given and how long the cache already was."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.seen = []
+
+    def __call__(self, inputs, cache=None, **kwargs):
+        self.seen.append((inputs.shape[1], cache[0].offset if cache else None))
+        return super().__call__(inputs, cache=cache, **kwargs)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not MLX_INSTALLED, reason="mlx-lm is not installed")
+def test_step_costs_time_forwards_of_n_new_tokens_on_the_cached_prompt_in_rounds(tiny_model_dir):
+    from specsweep.backends.base import Prompt
+
+    engine = engine_for(tiny_model_dir, tiny_model_dir, k=3, max_new_tokens=8)
+    engine.model, engine.draft = RecordingModel(engine.model), RecordingModel(engine.draft)
+    prompt = Prompt("p0", "code", "Write a function that adds two numbers.")
+    context = len(engine.encode(prompt))
+    costs = engine.step_costs(prompt, 4, repeats=2)
+    verify = costs["verify_s"]
+    assert len(verify) == 4 and all(0 < a <= b for a, b in zip(verify, verify[1:])) and costs["draft_token_s"] > 0
+    # the target: one prefill of the prompt per n, then 3 rounds (a warm-up and 2 timed) of n = 1..4 new tokens,
+    # each on the prompt's cache trimmed back to its own length
+    prefills, timed = engine.model.seen[:4], engine.model.seen[4:]
+    assert prefills == [(context, 0)] * 4 and timed == [(n, context) for n in (1, 2, 3, 4)] * 3
+    assert engine.draft.seen == [(context, 0)] + [(1, context)] * 3
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not MLX_INSTALLED, reason="mlx-lm is not installed")
 def test_main_runs_mlx_draft_model(tmp_path, tiny_model_dir):

@@ -14,7 +14,8 @@ from __future__ import annotations
 import resource
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, List, Optional, Tuple
+from statistics import median
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple
 
 from omegaconf import MISSING
 
@@ -172,6 +173,17 @@ class BackendConfig:
     def native_config(self, cfg, models: ResolvedModels) -> Dict[str, Any]:
         """The engine's own configuration for this run, as plain data (what --dry-run prints). Pure: no I/O."""
         raise NotImplementedError
+
+
+def time_in_rounds(timers: Dict[Any, Callable[[], float]], repeats: int) -> Dict[Any, float]:
+    """For the cost model (`Backend.step_costs`): call every timer once per round, for a warm-up round and then
+    `repeats` rounds, and return each timer's median. Rounds, not one timer's series after another's, so a machine
+    that speeds up or slows down during the timing shifts every timer alike."""
+    samples: Dict[Any, List[float]] = {key: [] for key in timers}
+    for _ in range(repeats + 1):
+        for key, timer in timers.items():
+            samples[key].append(timer())
+    return {key: median(values[1:]) for key, values in samples.items()}
 
 
 def encode_prompt(tokenizer, text: str, chat_template: bool) -> List[int]:

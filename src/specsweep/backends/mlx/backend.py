@@ -12,7 +12,7 @@ from mlx_lm import load as mlx_load
 from mlx_lm import stream_generate
 from mlx_lm.sample_utils import make_sampler
 
-from specsweep.backends.base import Backend, Generation, Prompt, ResolvedModels
+from specsweep.backends.base import Backend, Generation, Prompt, ResolvedModels, time_in_rounds
 from specsweep.backends.mlx.mapping import acceptance_from_flags
 
 # Session slot: models stay loaded from job to job in one process (a basic-launcher sweep); a target and its draft fit.
@@ -80,6 +80,39 @@ class MlxBackend(Backend):
             acceptance=acceptance,
             text=self.tokenizer.decode(tokens, skip_special_tokens=True),
         )
+
+    def step_costs(self, prompt: Prompt, n_max: int, repeats: int = 7) -> Dict[str, Any]:
+        from specsweep.measure.theory import CURVE_SOURCE, nondecreasing
+
+        ids = mx.array(self.encode(prompt))
+        timers = {n: self._forward_timer(self.model, ids, n) for n in range(1, n_max + 1)}
+        if self.draft is not None:
+            timers["draft"] = self._forward_timer(self.draft, ids, 1)
+        medians = time_in_rounds(timers, repeats)
+        return {
+            "verify_s": nondecreasing([medians[n] for n in range(1, n_max + 1)]),
+            "draft_token_s": medians.get("draft", 0.0),
+            "source": CURVE_SOURCE.format(repeats=repeats),
+        }
+
+    @staticmethod
+    def _forward_timer(model, ids, n: int):
+        """A callable timing one forward over n new tokens after the prompt's cached context, evaluated (mlx is
+        lazy); the cache is trimmed back after each, so every forward sees the same context length."""
+        from mlx_lm.models.cache import make_prompt_cache, trim_prompt_cache
+
+        new = ids[:n] if n <= ids.shape[0] else mx.repeat(ids[:1], n)  # which tokens does not change the cost
+        cache = make_prompt_cache(model)
+        mx.eval(model(ids[None], cache=cache))
+
+        def timed() -> float:
+            start = time.perf_counter()
+            mx.eval(model(new[None], cache=cache))
+            seconds = time.perf_counter() - start
+            trim_prompt_cache(cache, n)
+            return seconds
+
+        return timed
 
     def peak_memory(self) -> Dict[str, Any]:
         return {

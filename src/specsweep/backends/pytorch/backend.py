@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import platform
 import time
-from statistics import median
 from typing import Any, Dict, List, Optional
 
 import psutil
@@ -13,7 +12,7 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.generation.streamers import BaseStreamer
 
-from specsweep.backends.base import AcceptanceCounts, Backend, Generation, Prompt, ResolvedModels
+from specsweep.backends.base import AcceptanceCounts, Backend, Generation, Prompt, ResolvedModels, time_in_rounds
 from specsweep.backends.pytorch.device import accelerator_for
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -194,12 +193,8 @@ class PytorchBackend(Backend):
         timers = {n: self._forward_timer(self.model, ids, n) for n in range(1, n_max + 1)}
         if self.assistant is not None:
             timers["draft"] = self._forward_timer(self.assistant, ids, 1)
-        samples = {key: [] for key in timers}
         with torch.inference_mode():
-            for _ in range(repeats + 1):  # rounds over every n, so a machine that drifts shifts every n alike
-                for key, timer in timers.items():
-                    samples[key].append(timer())
-        medians = {key: median(values[1:]) for key, values in samples.items()}  # the first round warms up
+            medians = time_in_rounds(timers, repeats)
         return {
             "verify_s": nondecreasing([medians[n] for n in range(1, n_max + 1)]),
             "draft_token_s": medians.get("draft", 0.0),

@@ -21,7 +21,7 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any, Dict, List, Optional
 
-from specsweep.backends.base import AcceptanceCounts, Generation, Prompt, encode_prompt
+from specsweep.backends.base import AcceptanceCounts, Generation, Prompt, encode_prompt, time_in_rounds
 
 COUNTERS = {
     "vllm:spec_decode_num_drafts": "num_drafts",
@@ -149,20 +149,22 @@ class Engine:
         plus the engine's work for one step. Timed in rounds over every n; the medians of the rounds after the
         first (a warm-up). Only for proposers that cost nothing in the engine (prompt lookup): a draft model runs
         its own forwards inside the same request."""
-        from statistics import median
-
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         ids = encode_prompt(self.tokenizer, prompt.text, chat_template)
         ids = (ids * (n_max // len(ids) + 1))[:n_max]
         params = SamplingParams(max_tokens=1, temperature=0.0)
-        samples: Dict[int, List[float]] = {n: [] for n in range(1, n_max + 1)}
-        for _ in range(repeats + 1):
-            for n, times in samples.items():
+
+        def timer(n: int):
+            def ttft() -> float:
                 (output,) = self.llm.generate([TokensPrompt(prompt_token_ids=ids[:n])], params, use_tqdm=False)
-                times.append(output.metrics.first_token_latency)
-        return {"verify_s": [median(times[1:]) for times in samples.values()]}
+                return output.metrics.first_token_latency
+
+            return ttft
+
+        medians = time_in_rounds({n: timer(n) for n in range(1, n_max + 1)}, repeats)
+        return {"verify_s": [medians[n] for n in range(1, n_max + 1)]}
 
 
 def summary(err: Exception) -> str:
