@@ -155,6 +155,9 @@ def report(method: str, grid, grid_s, tuner, tpe) -> None:
         iid[p.k] = p.iid_speedup / grid[p.k] - 1 if p.iid_speedup is not None else float("nan")
         row = f"{p.k:>3} {grid[p.k]:7.3f} {p.speedup:7.3f} {errors[p.k]:+7.1%}"
         print(f"{row} {p.iid_speedup or 0:7.3f} {iid[p.k]:+8.1%}")
+    print("t_verify(n) s: " + " ".join(f"{t:.3f}" for t in curve.verify_s) + f"; t_draft {curve.draft_token_s:.3f} s")
+    if curve.timeline:
+        print("timeline (probe medians): " + ", ".join(f"{key} {value:.3f}" for key, value in curve.timeline.items()))
     abs_err, abs_iid = [abs(e) for e in errors.values()], [abs(e) for e in iid.values()]
     print(
         f"curve error: max {max(abs_err):.1%}, median {median(abs_err):.1%}; "

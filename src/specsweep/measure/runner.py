@@ -393,12 +393,12 @@ def _timeline(phase: Phase, base: Optional[Phase]) -> Optional[Dict[str, float]]
     """Medians of the probe's generations and of its baseline's: what the curve needs besides the steps."""
     if base is None or not phase.all():
         return None
-    base_tpots = [t for g in base.all() if (t := metrics.tpot_s(g)) is not None]
     values = {
         "tokens": median([len(g.output_ids) for g in phase.all()]),
         "baseline_ttft_s": _median([g.ttft_s for g in base.all()]),
-        "baseline_tpot_s": median(base_tpots) if base_tpots else float("nan"),
+        "baseline_tpot_s": _median([metrics.tpot_s(g) for g in base.all()]),
         "ttft_s": _median([g.ttft_s for g in phase.all()]),
+        "tpot_s": _median([metrics.tpot_s(g) for g in phase.all()]),
     }
     return values if all(v == v for v in values.values()) else None  # NaN: a median had nothing to take
 

@@ -277,15 +277,28 @@ def curve_speedup(draft_step_tokens: float, k: int, verify_s: List[float], draft
     return (share * draft_step_tokens + 1.0 - share) * verify_s[0] / step_seconds(k, verify_s, draft_token_s, share)
 
 
-def generation_speedup(tokens_per_step: float, step_s: float, verify_1: float, timeline: Dict[str, float]) -> float:
-    """The whole-generation speedup that tokens/s measures, where the per-step one leaves out two things: the time
-    to the first token, which does not shrink with k (prefill of the target, and of the draft where there is one),
-    and the engine's own overhead per target step, o = baseline TPOT - t_verify(1). timeline: tokens (per
-    generation), baseline_ttft_s, baseline_tpot_s, and ttft_s (the probe's own)."""
+def generation_speedup(at_k: Tuple[float, float], at_probe: Tuple[float, float], verify_1: float, timeline) -> float:
+    """The whole-generation speedup that tokens/s measures, where the per-step one leaves out two things: the
+    prefills (of the target, and of the draft where there is one), which do not shrink with k, and the engine's own
+    work per target step, o = baseline TPOT - t_verify(1).
+
+    at_k, at_probe: (tokens per step, forward seconds per step) at k and at the probe's k. timeline: medians of
+    the probe's generations and its baseline's: tokens (per generation), baseline_ttft_s, baseline_tpot_s, ttft_s,
+    tpot_s. A generation of n tokens takes n / tokens_per_step steps of (seconds + o) plus what does not depend on
+    k; that part is what the probe's measured time leaves after its own steps, so the curve passes through the
+    probe's measurement. (Not the probe's TTFT: where an engine emits the first step's tokens together, as
+    transformers does, its TTFT holds a whole step at the probe's k, which a smaller k would not pay.)"""
     n, tpot = timeline["tokens"], timeline["baseline_tpot_s"]
     overhead = max(tpot - verify_1, 0.0)
-    spec_token_s = (step_s + overhead) / tokens_per_step
-    return (timeline["baseline_ttft_s"] + (n - 1) * tpot) / (timeline["ttft_s"] + (n - 1) * spec_token_s)
+
+    def steps_s(cost: Tuple[float, float]) -> float:
+        tokens_per_step, seconds = cost
+        return n / tokens_per_step * (seconds + overhead)
+
+    baseline = timeline["baseline_ttft_s"] + (n - 1) * tpot
+    probe = timeline["ttft_s"] + (n - 1) * timeline["tpot_s"]
+    fixed = max(probe - steps_s(at_probe), 0.0)  # below 0 only where the timed steps overstate the probe's own
+    return baseline / (fixed + steps_s(at_k))
 
 
 def cost_curve(
@@ -306,16 +319,19 @@ def cost_curve(
     share = draft_step_share(metrics.output_tokens or 0, metrics.num_drafts or 0, metrics.accepted_tokens or 0)
     c = draft_s / verify_s[0]
     trace, keep = agreement_trace(steps) if steps else (None, 0.0)
+    draft_step_tokens = {
+        k: replay_tokens_per_step(trace, k, keep) if trace else curve_tokens_per_step(per_position, k, 1.0)
+        for k in range(1, probe_k + 1)
+    }
+    step = {
+        k: (share * t + 1.0 - share, step_seconds(k, verify_s, draft_s, share)) for k, t in draft_step_tokens.items()
+    }
     points = []
     for k in range(1, probe_k + 1):
-        draft_step_tokens = (
-            replay_tokens_per_step(trace, k, keep) if trace else curve_tokens_per_step(per_position, k, 1.0)
-        )
-        tokens_per_step = share * draft_step_tokens + 1.0 - share
-        speedup = curve_speedup(draft_step_tokens, k, verify_s, draft_s, share)
+        tokens_per_step = step[k][0]
+        speedup = curve_speedup(draft_step_tokens[k], k, verify_s, draft_s, share)
         if timeline:
-            step_s = step_seconds(k, verify_s, draft_s, share)
-            speedup = generation_speedup(tokens_per_step, step_s, verify_s[0], timeline)
+            speedup = generation_speedup(step[k], step[probe_k], verify_s[0], timeline)
         joules = None
         if energy is not None and metrics.speedup:
             base_jpt, ratio = energy

@@ -271,7 +271,7 @@ class CostCurve:
     tokens_source: str = doc("how tokens per draft step at each k were obtained from the probe")
     timeline: Optional[Dict[str, float]] = doc(
         "what turns the per-step speedup into the whole-generation one tokens/s measures: tokens per generation, "
-        "the baseline's TTFT and TPOT, the probe's TTFT (null: per-step speedup)",
+        "the baseline's TTFT and TPOT, the probe's TTFT and TPOT (null: per-step speedup)",
         default=None,
     )
 
