@@ -257,8 +257,12 @@ def test_the_whole_generation_curve_passes_through_the_probe_and_keeps_prefills_
     probe = _engine_timeline(8)
     for k in range(1, 9):  # the engine's true whole-generation speedup at every k, from the probe's timeline alone
         truth = _engine_timeline(k)
-        predicted = theory.generation_speedup(truth["cost"], probe["cost"], probe["verify_1"], probe["timeline"])
+        predicted = theory.generation_speedup(truth["cost"], probe["cost"], probe["verify_1"], probe["timeline"], None)
         assert predicted == pytest.approx(truth["speedup"], rel=1e-9), k
+        # anchored on the probe's measured speedup (the ratio of total tokens/s, which medians need not give), the
+        # curve passes through it and keeps the model's ratio between k and the probe's k
+        anchored = theory.generation_speedup(truth["cost"], probe["cost"], 0.112, probe["timeline"], 1.2)
+        assert anchored == pytest.approx(1.2 * truth["speedup"] / probe["speedup"], rel=1e-9), k
     # the probe's TTFT holds its whole first step (8 drafts, 9 verified): taking it as the TTFT at k=1, as the
     # curve did before, under-predicts k=1 by more than 5%
     one = _engine_timeline(1)
@@ -269,7 +273,7 @@ def test_the_whole_generation_curve_passes_through_the_probe_and_keeps_prefills_
     assert naive < 0.95 * one["speedup"]
     long = {**probe["timeline"], "tokens": 10**7}  # prefill vanishes in a long generation: the per-step ratio remains
     per_step = (0.112 + 0.02) * one["cost"][0] / (one["cost"][1] + 0.02)
-    assert theory.generation_speedup(one["cost"], probe["cost"], 0.112, long) == pytest.approx(per_step, rel=1e-3)
+    assert theory.generation_speedup(one["cost"], probe["cost"], 0.112, long, None) == pytest.approx(per_step, rel=1e-3)
 
 
 def test_timed_verify_costs_are_made_nondecreasing_by_pooling_only_the_dips():

@@ -277,7 +277,9 @@ def curve_speedup(draft_step_tokens: float, k: int, verify_s: List[float], draft
     return (share * draft_step_tokens + 1.0 - share) * verify_s[0] / step_seconds(k, verify_s, draft_token_s, share)
 
 
-def generation_speedup(at_k: Tuple[float, float], at_probe: Tuple[float, float], verify_1: float, timeline) -> float:
+def generation_speedup(
+    at_k: Tuple[float, float], at_probe: Tuple[float, float], verify_1: float, timeline, measured: Optional[float]
+) -> float:
     """The whole-generation speedup that tokens/s measures, where the per-step one leaves out two things: the
     prefills (of the target, and of the draft where there is one), which do not shrink with k, and the engine's own
     work per target step, o = baseline TPOT - t_verify(1).
@@ -285,9 +287,11 @@ def generation_speedup(at_k: Tuple[float, float], at_probe: Tuple[float, float],
     at_k, at_probe: (tokens per step, forward seconds per step) at k and at the probe's k. timeline: medians of
     the probe's generations and its baseline's: tokens (per generation), baseline_ttft_s, baseline_tpot_s, ttft_s,
     tpot_s. A generation of n tokens takes n / tokens_per_step steps of (seconds + o) plus what does not depend on
-    k; that part is what the probe's measured time leaves after its own steps, so the curve passes through the
-    probe's measurement. (Not the probe's TTFT: where an engine emits the first step's tokens together, as
-    transformers does, its TTFT holds a whole step at the probe's k, which a smaller k would not pay.)"""
+    k; that part is what the probe's time leaves after its own steps. (Not the probe's TTFT: where an engine emits
+    the first step's tokens together, as transformers does, its TTFT holds a whole step at the probe's k, which a
+    smaller k would not pay.) measured: the probe's measured speedup; the curve then passes through it, the model
+    giving only the ratio between k and the probe's k (medians of a few generations and the ratio of their total
+    tokens/s, what the speedup is, can differ by more than the differences between neighbouring k)."""
     n, tpot = timeline["tokens"], timeline["baseline_tpot_s"]
     overhead = max(tpot - verify_1, 0.0)
 
@@ -295,10 +299,12 @@ def generation_speedup(at_k: Tuple[float, float], at_probe: Tuple[float, float],
         tokens_per_step, seconds = cost
         return n / tokens_per_step * (seconds + overhead)
 
-    baseline = timeline["baseline_ttft_s"] + (n - 1) * tpot
     probe = timeline["ttft_s"] + (n - 1) * timeline["tpot_s"]
     fixed = max(probe - steps_s(at_probe), 0.0)  # below 0 only where the timed steps overstate the probe's own
-    return baseline / (fixed + steps_s(at_k))
+    at_k_s = fixed + steps_s(at_k)
+    if measured:
+        return measured * (fixed + steps_s(at_probe)) / at_k_s
+    return (timeline["baseline_ttft_s"] + (n - 1) * tpot) / at_k_s
 
 
 def cost_curve(
@@ -331,7 +337,7 @@ def cost_curve(
         tokens_per_step = step[k][0]
         speedup = curve_speedup(draft_step_tokens[k], k, verify_s, draft_s, share)
         if timeline:
-            speedup = generation_speedup(step[k], step[probe_k], verify_s[0], timeline)
+            speedup = generation_speedup(step[k], step[probe_k], verify_s[0], timeline, metrics.speedup)
         joules = None
         if energy is not None and metrics.speedup:
             base_jpt, ratio = energy
