@@ -554,3 +554,21 @@ def test_submitit_local_launcher_runs_each_job_in_its_own_process(tmp_path, tiny
     assert sorted(r["method"] for r in results) == ["draft_model", "ngram"]
     assert all(r["status"] == "ok" for r in results)
     assert list((tmp_path / "outputs" / "sweeps").glob("*/.submitit/*"))
+
+
+def test_a_rerun_that_measures_an_interrupted_job_again_leaves_a_green_sweep(tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    from specsweep.results import store
+    from specsweep.sweep import SweepSummary
+
+    table = tmp_path / store.TABLE_FILE
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    store.append_row(table, {"run_dir": str(tmp_path / "0"), "status": "interrupted", "error": "SIGTERM received"})
+    store.append_row(table, {"run_dir": str(tmp_path / "1"), "status": "ok", "error": None})
+    with pytest.raises(SystemExit):  # the interrupted run: one job did not end ok
+        SweepSummary().on_multirun_end(config)
+    assert "1 of 2 jobs did not end ok" in capsys.readouterr().err
+    store.append_row(table, {"run_dir": str(tmp_path / "0"), "status": "ok", "error": None})  # the rerun
+    SweepSummary().on_multirun_end(config)  # job 0's latest row is ok: no exit
+    assert capsys.readouterr().err == ""

@@ -69,6 +69,8 @@ class SweepSummary(Callback):
         if config.get("dry_run"):  # its jobs only printed their native configs: nothing was meant to be recorded
             return
         rows = list(store.read_table(Path(config.hydra.sweep.dir) / store.TABLE_FILE))
+        # a rerun into the same sweep dir measures a job again in its run dir: its latest row is what stands
+        rows = list({row.get("run_dir") or id(row): row for row in rows}.values())
         bad = [row for row in rows if row.get("status") != "ok"]
         if rows and not bad:
             return
