@@ -75,7 +75,7 @@ def main() -> None:
     from specsweep.datasets import load_prompts
     from specsweep.energy import make_meter
     from specsweep.energy.config import EnergyConfig
-    from specsweep.models.registry import resolve_models
+    from specsweep.models.resolve import resolve_models
     from specsweep.session import Session
 
     register_configs()

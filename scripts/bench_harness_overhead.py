@@ -26,7 +26,7 @@ from specsweep.config.validate import validate
 from specsweep.datasets import load_prompts
 from specsweep.energy import NoEnergyMeter
 from specsweep.measure.runner import measure_phase
-from specsweep.models.registry import resolve_models
+from specsweep.models.resolve import resolve_models
 from specsweep.session import Session
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

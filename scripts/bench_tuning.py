@@ -50,7 +50,7 @@ class Bench:
 
     def build(self, cfg):
         from specsweep import backends
-        from specsweep.models.registry import resolve_models
+        from specsweep.models.resolve import resolve_models
 
         return backends.build_engine(cfg, resolve_models(cfg), self.session)
 

@@ -56,7 +56,7 @@ def run_main(*args: str, cwd: Path, env: dict | None = None, timeout: int = 900)
 def native_config(cfg) -> dict:
     """The selected backend's native config for a composed config, models resolved without preparing them."""
     from specsweep import backends
-    from specsweep.models.registry import resolve_models
+    from specsweep.models.resolve import resolve_models
 
     return backends.native_config(cfg, resolve_models(cfg, prepare=False))
 
@@ -64,7 +64,7 @@ def native_config(cfg) -> dict:
 def build_engine(cfg, session=None):
     """A loaded engine for a composed config (a fresh session unless one is given)."""
     from specsweep import backends
-    from specsweep.models.registry import resolve_models
+    from specsweep.models.resolve import resolve_models
     from specsweep.session import Session
 
     return backends.build_engine(cfg, resolve_models(cfg), session or Session())

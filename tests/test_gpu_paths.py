@@ -14,9 +14,9 @@ import pytest
 from rich.progress import Progress
 
 from conftest import build_engine
-from specsweep.backends.base import Prompt
 from specsweep.backends.pytorch.device import Accelerator, Cuda, accelerator_for
 from specsweep.config.compose import compose_config
+from specsweep.core import Prompt
 from specsweep.energy import NoEnergyMeter
 from specsweep.measure import runner
 

@@ -116,8 +116,8 @@ class CountingModel:
 
 
 def engine_for(target, draft, k: int, max_new_tokens: int):
-    from specsweep.backends.base import ResolvedModels
     from specsweep.backends.mlx.backend import MlxBackend
+    from specsweep.models.resolve import ResolvedModels
 
     cfg = compose_cfg(
         f"model.target={target}",
@@ -135,7 +135,7 @@ def engine_for(target, draft, k: int, max_new_tokens: int):
 @pytest.mark.skipif(not MLX_INSTALLED, reason="mlx-lm is not installed")
 def test_engine_acceptance_matches_draft_calls(tiny_model_dir, other_tiny_model_dir):
     """Derived drafted counts equal the draft model's real forward calls; acceptance tracks draft quality."""
-    from specsweep.backends.base import Prompt
+    from specsweep.core import Prompt
 
     prompt = Prompt("p0", "code", "Write a function that adds two numbers.")
     rates = {}
@@ -170,7 +170,7 @@ class RecordingModel(CountingModel):
 @pytest.mark.slow
 @pytest.mark.skipif(not MLX_INSTALLED, reason="mlx-lm is not installed")
 def test_step_costs_time_forwards_of_n_new_tokens_on_the_cached_prompt_in_rounds(tiny_model_dir):
-    from specsweep.backends.base import Prompt
+    from specsweep.core import Prompt
 
     engine = engine_for(tiny_model_dir, tiny_model_dir, k=3, max_new_tokens=8)
     engine.model, engine.draft = RecordingModel(engine.model), RecordingModel(engine.draft)

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from specsweep.models import packaged
-from specsweep.models.registry import reference_problem
+from specsweep.models.resolve import reference_problem
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_WHEELS = packaged.wheels_dir()  # read before any test points SPECSWEEP_CACHE elsewhere

@@ -12,8 +12,8 @@ import shutil
 import pytest
 
 from conftest import REPO, job_results_under
-from specsweep.backends.base import AcceptanceCounts, Generation, Prompt
 from specsweep.config.compose import compose_config
+from specsweep.core import AcceptanceCounts, Generation, Prompt
 from specsweep.energy import EnergyReading
 from specsweep.measure import runner
 from specsweep.results import Result, config_hash, write_result

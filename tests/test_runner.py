@@ -8,8 +8,9 @@ from typing import Dict, List
 
 import pytest
 
-from specsweep.backends.base import AcceptanceCounts, Backend, Generation, Prompt
+from specsweep.backends.base import Backend
 from specsweep.config.compose import compose_config
+from specsweep.core import AcceptanceCounts, Generation, Prompt
 from specsweep.energy import NoEnergyMeter
 from specsweep.measure import runner
 from specsweep.session import Session

@@ -196,8 +196,8 @@ def served_cfg(tmp_path, *overrides: str):
 
 def fake_engine(cfg, session, *flags: str):
     from conftest import native_config
-    from specsweep.backends.base import ResolvedModels
     from specsweep.backends.vllm.server_backend import VllmServerBackend
+    from specsweep.models.resolve import ResolvedModels
 
     class FakeServed(VllmServerBackend):
         def server_spec(self):

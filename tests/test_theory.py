@@ -106,7 +106,7 @@ class _FakeEngine:
         self.tpot, self.closed = tpot, False
 
     def generate(self, prompts):
-        from specsweep.backends.base import Generation
+        from specsweep.core import Generation
 
         return [Generation(p, 3, [1] * 11, wall_s=0.1 + 10 * self.tpot, ttft_s=0.1, acceptance=None) for p in prompts]
 
@@ -167,7 +167,7 @@ def _agreement(n: int, seed: int) -> list:
 def _decode(agree: list, k: int, verify_s: list, draft_s: float):
     """Speculative decoding over the agreement sequence: each step drafts k tokens, keeps the leading ones the target
     agrees with, appends one more -> (AcceptanceCounts, tokens, seconds) as an engine at k would measure them."""
-    from specsweep.backends.base import AcceptanceCounts
+    from specsweep.core import AcceptanceCounts
 
     counts, pos, seconds = AcceptanceCounts(), 0, 0.0
     while pos < len(agree) - k - 1:

@@ -112,8 +112,8 @@ def test_adaptive_variants_are_reported_beside_the_choice_never_chosen(tmp_path)
 
 def test_transformers_declares_its_adaptive_draft_lengths_for_a_draft_model_only():
     from specsweep.backends import native_config, registry
-    from specsweep.backends.base import ResolvedModels
     from specsweep.config.compose import compose_config
+    from specsweep.models.resolve import ResolvedModels
 
     pytorch = registry()["pytorch"]
     assert pytorch.adaptive_drafts("ngram") == () and registry()["vllm"].adaptive_drafts("draft_model") == ()

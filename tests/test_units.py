@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from specsweep import results
-from specsweep.backends.base import AcceptanceCounts
 from specsweep.backends.pytorch.mapping import native_config
 from specsweep.config.schema import DatasetConfig, GenerationConfig, SpeculationConfig
+from specsweep.core import AcceptanceCounts
 from specsweep.datasets import DatasetError, load_prompts
 from specsweep.measure import metrics
 from specsweep.models import packaged
@@ -68,7 +68,7 @@ def test_acceptance_counts_follow_vllm_definitions():
     assert m["acceptance_rate"] == pytest.approx(5 / 12)
     assert m["mean_acceptance_length"] == pytest.approx(1 + 5 / 3)
     assert m["acceptance_per_position"] == pytest.approx([2 / 3, 1 / 3, 1 / 3, 1 / 3])
-    merged = counts.add(AcceptanceCounts(drafted=2, accepted=2, num_drafts=1, accepted_per_position=[1, 1]))
+    merged = counts + AcceptanceCounts(drafted=2, accepted=2, num_drafts=1, accepted_per_position=[1, 1])
     assert merged.accepted_per_position == [3, 2, 1, 1] and merged.num_drafts == 4
 
 

@@ -319,7 +319,7 @@ def test_best_k_for_prompt_lookup_on_vllm_times_target_forwards_for_its_curve(tm
 def test_a_draft_model_on_vllm_says_why_it_has_no_cost_curve(vllm_tiny_dir):
     from specsweep import backends
     from specsweep.backends.vllm.backend import VllmBackend
-    from specsweep.models.registry import resolve_models
+    from specsweep.models.resolve import resolve_models
 
     cfg = composed(vllm_tiny_dir, "speculation=draft_model", "speculation.num_speculative_tokens=2")
     models = resolve_models(cfg)

@@ -7,12 +7,13 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import run_main
-from specsweep.backends.base import AcceptanceCounts, ResolvedModels
 from specsweep.backends.vllm import config as vconfig
 from specsweep.backends.vllm import mapping, worker
 from specsweep.config.compose import compose_config
 from specsweep.config.store import register_configs
 from specsweep.config.validate import ConfigError, validate
+from specsweep.core import AcceptanceCounts
+from specsweep.models.resolve import ResolvedModels
 
 register_configs()
 

@@ -19,7 +19,7 @@ from specsweep.config.compose import to_config
 from specsweep.config.schema import ExperimentConfig
 from specsweep.config.validate import validate
 from specsweep.methods import method_spec
-from specsweep.models.registry import draft_reference, resolve_models
+from specsweep.models.resolve import draft_reference, resolve_models
 from specsweep.session import Session
 
 log = logging.getLogger("specsweep")

@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Dict, List
 
-from specsweep.backends.base import Prompt
+from specsweep.core import Prompt
 
 
 class DatasetError(ValueError):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, Literal, Optional
 
-from specsweep.config.fields import Choice
+from specsweep.core import Choice
 
 # Where a method's proposer weights come from.
 #   none: no separate weights (the target itself, a lookup table or a suffix tree)

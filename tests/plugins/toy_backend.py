@@ -13,8 +13,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Tuple
 
-from specsweep.backends.base import AcceptanceCounts, Backend, BackendConfig, Generation, Problem, Prompt
-from specsweep.config.fields import bounded
+from specsweep.backends.base import Backend, BackendConfig
+from specsweep.core import AcceptanceCounts, Generation, Problem, Prompt
+from specsweep.fields import bounded
 
 
 @dataclass

@@ -2,30 +2,29 @@
 
 Built-in backends are listed below; a backend from another package registers itself with an entry point in the
 group `specsweep.backends` that names its declaration class (see docs/extending.md). Only the light declaration
-modules are imported here; an engine module is imported when a run builds it (`hydra.utils.get_class`).
+modules are imported, when the registry is first read; an engine module is imported when a run builds it
+(`hydra.utils.get_class`).
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 from importlib.metadata import entry_points
 from typing import Any, Dict, Tuple, Type
 
-from specsweep.backends.base import Backend, BackendConfig, ResolvedModels
-from specsweep.backends.mlx.config import MlxBackendConfig
-from specsweep.backends.mlx.server_config import MlxServerBackendConfig
-from specsweep.backends.pytorch.config import PytorchBackendConfig
-from specsweep.backends.tensorrt.config import TensorrtBackendConfig
-from specsweep.backends.vllm.config import VllmBackendConfig
-from specsweep.backends.vllm.server_config import VllmServerBackendConfig
+from specsweep.backends.base import Backend, BackendConfig
+from specsweep.models.resolve import ResolvedModels
 
-BUILTIN: Tuple[Type[BackendConfig], ...] = (
-    PytorchBackendConfig,
-    VllmBackendConfig,
-    TensorrtBackendConfig,
-    MlxBackendConfig,
-    VllmServerBackendConfig,
-    MlxServerBackendConfig,
+# The built-in declarations, by dotted path: imported when the registry is first read, so importing this package (or
+# any module under it) pulls in no backend's module.
+BUILTIN: Tuple[str, ...] = (
+    "specsweep.backends.pytorch.config.PytorchBackendConfig",
+    "specsweep.backends.vllm.config.VllmBackendConfig",
+    "specsweep.backends.tensorrt.config.TensorrtBackendConfig",
+    "specsweep.backends.mlx.config.MlxBackendConfig",
+    "specsweep.backends.vllm.server_config.VllmServerBackendConfig",
+    "specsweep.backends.mlx.server_config.MlxServerBackendConfig",
 )
 ENTRY_POINT_GROUP = "specsweep.backends"
 
@@ -33,7 +32,11 @@ ENTRY_POINT_GROUP = "specsweep.backends"
 @functools.lru_cache(maxsize=None)
 def registry() -> Dict[str, Type[BackendConfig]]:
     """backend name -> declaration class: the built-ins, then every installed plugin."""
-    found = {cls.backend_name(): cls for cls in BUILTIN}
+    found = {}
+    for path in BUILTIN:
+        module, name = path.rsplit(".", 1)
+        cls = getattr(importlib.import_module(module), name)
+        found[cls.backend_name()] = cls
     for point in entry_points(group=ENTRY_POINT_GROUP):
         cls = point.load()
         if not (isinstance(cls, type) and issubclass(cls, BackendConfig)):

@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import resource
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from statistics import median
 from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple
 
+__all__ = ["AcceptanceCounts", "Generation", "Problem", "Prompt", "ResolvedModels"]  # re-exported for plugins
+
 from omegaconf import MISSING
 
-from specsweep.config.fields import Choice
-
-# (field, value, what is allowed): one invalid setting, reported as one line.
-Problem = Tuple[str, Any, str]
+from specsweep.core import AcceptanceCounts, Choice, Generation, Problem, Prompt
+from specsweep.models.resolve import ResolvedModels
 
 # dtypes whose batched verification is not bit-exact with one-token decoding.
 NOT_BIT_EXACT = ("bfloat16", "float16")
@@ -43,84 +43,6 @@ class DtypeOrAuto(Choice):
     bfloat16 = "bfloat16"
     float16 = "float16"
     float32 = "float32"
-
-
-@dataclass
-class Prompt:
-    id: str
-    category: str
-    text: str
-
-
-@dataclass
-class AcceptanceCounts:
-    """Raw speculative counters for one or more generations (vLLM's definitions).
-
-    drafted: draft tokens proposed; accepted: draft tokens accepted (bonus token excluded);
-    num_drafts: verification steps that carried at least one draft token;
-    accepted_per_position[i]: steps whose draft token at position i was accepted.
-    """
-
-    drafted: int = 0
-    accepted: int = 0
-    num_drafts: int = 0
-    accepted_per_position: List[int] = field(default_factory=list)
-    # (drafted, accepted) of each draft step in order, where the engine reports steps (empty where it reports totals)
-    steps: List[Tuple[int, int]] = field(default_factory=list)
-
-    def add(self, other: AcceptanceCounts) -> AcceptanceCounts:
-        width = max(len(self.accepted_per_position), len(other.accepted_per_position))
-        per_pos = [0] * width
-        for counts in (self.accepted_per_position, other.accepted_per_position):
-            for i, n in enumerate(counts):
-                per_pos[i] += n
-        return AcceptanceCounts(
-            self.drafted + other.drafted,
-            self.accepted + other.accepted,
-            self.num_drafts + other.num_drafts,
-            per_pos,
-            self.steps + other.steps,
-        )
-
-    def record_step(self, drafted: int, accepted: int) -> None:
-        """One verification step: `drafted` tokens proposed, the first `accepted` of them kept (0 drafted: not a
-        draft step)."""
-        if drafted <= 0:
-            return
-        self.steps.append((drafted, accepted))
-        self.drafted += drafted
-        self.accepted += accepted
-        self.num_drafts += 1
-        if len(self.accepted_per_position) < drafted:
-            self.accepted_per_position.extend([0] * (drafted - len(self.accepted_per_position)))
-        for i in range(accepted):
-            self.accepted_per_position[i] += 1
-
-
-@dataclass
-class Generation:
-    """One prompt's output and what the engine saw while producing it."""
-
-    prompt_id: str
-    prompt_tokens: int
-    output_ids: List[int]
-    wall_s: float  # request start to last token
-    ttft_s: Optional[float]  # request start to first generated token
-    acceptance: Optional[AcceptanceCounts]  # None without speculation or when the engine does not report it
-    text: str = ""
-    # Served backends: the engine's own output token count where output_ids are the streamed text re-encoded
-    # (None: len(output_ids) is the count), the gaps between streamed chunks, and the wait for a concurrency slot
-    token_count: Optional[int] = None
-    itl_s: Optional[List[float]] = None
-    queued_s: Optional[float] = None
-
-
-@dataclass
-class ResolvedModels:
-    """Local paths (or hub ids) of everything the run loads, after packaged/registry names are resolved."""
-
-    target: str
-    draft: Optional[str] = None
 
 
 @dataclass(frozen=True)

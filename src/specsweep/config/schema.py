@@ -12,9 +12,10 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
-from specsweep.backends.base import BackendConfig, Problem
-from specsweep.config.fields import Choice, bounded
+from specsweep.backends.base import BackendConfig
+from specsweep.core import Choice, Problem
 from specsweep.energy.config import EnergyConfig
+from specsweep.fields import bounded
 from specsweep.methods import METHOD_TABLE, Method, method_spec
 from specsweep.tracking.config import LoggerConfig
 

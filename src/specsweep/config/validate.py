@@ -13,10 +13,10 @@ from enum import Enum
 from typing import Any, List
 
 from specsweep.backends import registry
-from specsweep.backends.base import Problem, Prompt
-from specsweep.config.fields import bound_problems
+from specsweep.core import Problem, Prompt
+from specsweep.fields import bound_problems
 from specsweep.methods import method_spec
-from specsweep.models.registry import draft_reference, reference_problem
+from specsweep.models.resolve import draft_reference, reference_problem
 
 VALIDATED = "validate.prompts"  # session slot: the prompts of configs already validated in this process
 

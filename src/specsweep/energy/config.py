@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
-from specsweep.config.fields import Choice, bounded
+from specsweep.core import Choice
+from specsweep.fields import bounded
 
 
 class Meter(Choice):

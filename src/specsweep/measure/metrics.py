@@ -8,7 +8,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from specsweep.backends.base import AcceptanceCounts, Generation
+from specsweep.core import AcceptanceCounts, Generation
 
 
 def acceptance_metrics(counts: Optional[AcceptanceCounts]) -> Dict[str, object]:

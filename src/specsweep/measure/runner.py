@@ -13,10 +13,10 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from specsweep.backends.base import AcceptanceCounts, Generation, Prompt
+from specsweep.core import AcceptanceCounts, Generation, Prompt
 from specsweep.energy import EnergyMeter, EnergyReading, energy_section
 from specsweep.measure import load, metrics, theory
-from specsweep.models.registry import draft_reference
+from specsweep.models.resolve import draft_reference
 from specsweep.results.types import (
     BaselineInfo,
     Lossless,
@@ -65,7 +65,7 @@ class Phase:
             return None
         total = AcceptanceCounts()
         for c in counts:
-            total = total.add(c)
+            total = total + c
         return total
 
 
@@ -238,7 +238,7 @@ def _summed_acceptance(gens: List[Generation]) -> Optional[AcceptanceCounts]:
     counts = None
     for g in gens:
         if g.acceptance is not None:
-            counts = g.acceptance if counts is None else counts.add(g.acceptance)
+            counts = g.acceptance if counts is None else counts + g.acceptance
     return counts
 
 

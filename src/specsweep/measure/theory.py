@@ -155,7 +155,7 @@ def measure_cost_ratio(
     target's TPOT comes from this run's baseline phase. Never raises: a failure leaves c unmeasured, with why."""
     from specsweep.measure import metrics
     from specsweep.methods import method_spec
-    from specsweep.models.registry import draft_reference
+    from specsweep.models.resolve import draft_reference
 
     spec = method_spec(cfg.speculation.method)
     if spec.cost == "free":

@@ -51,7 +51,7 @@ def _weights(reference: str) -> str:
     """A packaged model: its conversion stamp; a local directory: its files' names, sizes and mtimes; a hub id as is
     (its revision cannot be read offline)."""
     from specsweep.models import packaged
-    from specsweep.models.registry import resolve
+    from specsweep.models.resolve import resolve
 
     path = Path(resolve(reference, prepare=False))
     stamp = path / packaged.STAMP
@@ -68,7 +68,7 @@ def _weights(reference: str) -> str:
 
 
 def _models(cfg) -> List[str]:
-    from specsweep.models.registry import draft_reference
+    from specsweep.models.resolve import draft_reference
 
     draft = draft_reference(cfg)
     return [cfg.model.target] + ([draft] if draft else [])

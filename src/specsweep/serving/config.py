@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Dict, List
 
-from specsweep.backends.base import Problem
+from specsweep.core import Problem
 
 
 def url_problems(cfg) -> List[Problem]:

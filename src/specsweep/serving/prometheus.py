@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Dict
 
-from specsweep.backends.base import AcceptanceCounts
+from specsweep.core import AcceptanceCounts
 
 # Counter family (as the parser names it: without `_total`) -> AcceptanceCounts field.
 COUNTERS = {

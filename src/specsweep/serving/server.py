@@ -1,7 +1,7 @@
 """One managed inference server: started on a free loopback port in a process group of its own, health-waited with a
 timeout, its output in a log file, and stopped as a whole group (nothing it started is left running).
 
-A server is stopped by whoever holds it (the session slot's close callback, see `serving.engine`); as a safety net
+A server is stopped by whoever holds it (the session slot's close callback, see `backends.served`); as a safety net
 every live server is also stopped at interpreter exit, a SIGTERM outside a job (a job turns SIGTERM into a record,
 results/job.py) exits through that path, and on Linux the server gets SIGTERM if this process dies outright.
 """

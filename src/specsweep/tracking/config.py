@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, List, Optional, Tuple
 
-from specsweep.config.fields import Choice, bounded
+from specsweep.core import Choice
+from specsweep.fields import bounded
 
 
 class LoggerName(Choice):

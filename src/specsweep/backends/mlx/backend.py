@@ -12,8 +12,10 @@ from mlx_lm import load as mlx_load
 from mlx_lm import stream_generate
 from mlx_lm.sample_utils import make_sampler
 
-from specsweep.backends.base import Backend, Generation, Prompt, ResolvedModels, time_in_rounds
+from specsweep.backends.base import Backend, time_in_rounds
 from specsweep.backends.mlx.mapping import acceptance_from_flags
+from specsweep.core import Generation, Prompt
+from specsweep.models.resolve import ResolvedModels
 
 # Session slot: models stay loaded from job to job in one process (a basic-launcher sweep); a target and its draft fit.
 MODELS = "mlx.models"

@@ -6,9 +6,10 @@ import importlib.util
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
-from specsweep.backends.base import BackendConfig, Dtype, Problem, ResolvedModels
+from specsweep.backends.base import BackendConfig, Dtype
 from specsweep.backends.mlx import mapping
-from specsweep.config.fields import Choice
+from specsweep.core import Choice, Problem
+from specsweep.models.resolve import ResolvedModels
 
 INSTALL_HINT = "an installed mlx-lm: pip install mlx-lm (on Linux without Apple silicon: pip install 'mlx[cpu]' mlx-lm)"
 

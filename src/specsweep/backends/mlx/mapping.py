@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterable
 
-from specsweep.backends.base import AcceptanceCounts
+from specsweep.core import AcceptanceCounts
 
 # Keyword arguments of speculative_generate_step / generate_step that a config may set through backend_overrides.
 OVERRIDABLE = ("prefill_step_size", "kv_bits", "kv_group_size", "quantized_kv_start")

@@ -11,9 +11,9 @@ import platform
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Dict, List, Optional
 
-from specsweep.backends.base import Prompt
+from specsweep.backends.served import ServedBackend
+from specsweep.core import Prompt
 from specsweep.serving import openai
-from specsweep.serving.engine import ServedBackend
 from specsweep.serving.load import Record
 from specsweep.serving.server import ServerSpec
 

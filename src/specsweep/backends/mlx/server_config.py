@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from specsweep.backends.base import BackendConfig, Problem, ResolvedModels
+from specsweep.backends.base import BackendConfig
 from specsweep.backends.mlx import config as mlx_config
 from specsweep.backends.mlx import server_mapping
-from specsweep.config.fields import bounded
+from specsweep.core import Problem
+from specsweep.fields import bounded
+from specsweep.models.resolve import ResolvedModels
 from specsweep.serving.config import flag_problems, url_problems
 
 

@@ -12,8 +12,10 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.generation.streamers import BaseStreamer
 
-from specsweep.backends.base import AcceptanceCounts, Backend, Generation, Prompt, ResolvedModels, time_in_rounds
+from specsweep.backends.base import Backend, time_in_rounds
 from specsweep.backends.pytorch.device import accelerator_for
+from specsweep.core import AcceptanceCounts, Generation, Prompt
+from specsweep.models.resolve import ResolvedModels
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 

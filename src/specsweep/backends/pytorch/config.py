@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
-from specsweep.backends.base import AdaptiveDraft, BackendConfig, Dtype, Problem, ResolvedModels
+from specsweep.backends.base import AdaptiveDraft, BackendConfig, Dtype
 from specsweep.backends.pytorch import mapping
-from specsweep.config.fields import bounded
+from specsweep.core import Problem
+from specsweep.fields import bounded
+from specsweep.models.resolve import ResolvedModels
 
 # transformers' two ways of letting assisted generation pick its own draft length. The engine sets the assistant's
 # generation_config before every generate() call, so each generation starts from these values (what transformers

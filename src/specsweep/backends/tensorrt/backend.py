@@ -12,7 +12,9 @@ import platform
 import time
 from typing import Any, Dict, List, Optional
 
-from specsweep.backends.base import AcceptanceCounts, Backend, Generation, Prompt, ResolvedModels
+from specsweep.backends.base import Backend
+from specsweep.core import AcceptanceCounts, Generation, Prompt
+from specsweep.models.resolve import ResolvedModels
 
 
 def _import(dotted: str):

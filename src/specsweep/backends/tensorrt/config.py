@@ -7,9 +7,11 @@ import importlib.util
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
-from specsweep.backends.base import BackendConfig, DtypeOrAuto, Problem, ResolvedModels
+from specsweep.backends.base import BackendConfig, DtypeOrAuto
 from specsweep.backends.tensorrt import mapping
-from specsweep.config.fields import Choice, bounded
+from specsweep.core import Choice, Problem
+from specsweep.fields import bounded
+from specsweep.models.resolve import ResolvedModels
 
 INSTALL_HINT = (
     "an installed tensorrt_llm package (it needs Linux with an NVIDIA GPU and CUDA): "

@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import specsweep
-from specsweep.backends.base import Backend, Generation, Prompt, ResolvedModels
+from specsweep.backends.base import Backend
 from specsweep.backends.vllm.config import installed
+from specsweep.core import Generation, Prompt
 from specsweep.models.packaged import cache_root
+from specsweep.models.resolve import ResolvedModels
 
 log = logging.getLogger(__name__)
 

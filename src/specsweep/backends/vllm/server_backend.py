@@ -7,11 +7,11 @@ import os
 import platform
 from typing import Any, Dict, Optional
 
-from specsweep.backends.base import AcceptanceCounts, Prompt
+from specsweep.backends.served import ServedBackend
 from specsweep.backends.vllm.backend import ENGINE_ENV_PREFIXES, worker_env
 from specsweep.backends.vllm.config import installed
+from specsweep.core import AcceptanceCounts, Prompt
 from specsweep.serving import openai
-from specsweep.serving.engine import ServedBackend
 from specsweep.serving.prometheus import NoCounters, read_counters
 from specsweep.serving.server import ServerError, ServerSpec
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from specsweep.backends.base import BackendConfig, DtypeOrAuto, Problem, ResolvedModels
+from specsweep.backends.base import BackendConfig, DtypeOrAuto
 from specsweep.backends.vllm import config as vllm_config
 from specsweep.backends.vllm import server_mapping
-from specsweep.config.fields import bounded
+from specsweep.core import Problem
+from specsweep.fields import bounded
+from specsweep.models.resolve import ResolvedModels
 from specsweep.serving.config import flag_problems, url_problems
 
 

@@ -21,7 +21,8 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any, Dict, List, Optional
 
-from specsweep.backends.base import AcceptanceCounts, Generation, Prompt, encode_prompt, time_in_rounds
+from specsweep.backends.base import encode_prompt, time_in_rounds
+from specsweep.core import AcceptanceCounts, Generation, Prompt
 
 COUNTERS = {
     "vllm:spec_decode_num_drafts": "num_drafts",
@@ -38,7 +39,7 @@ def counters_from_metrics(metrics) -> AcceptanceCounts:
         if metric.name in COUNTERS:
             setattr(totals, COUNTERS[metric.name], getattr(totals, COUNTERS[metric.name]) + int(metric.value))
         elif metric.name == PER_POSITION:
-            totals = totals.add(AcceptanceCounts(accepted_per_position=[int(v) for v in metric.values]))
+            totals = totals + AcceptanceCounts(accepted_per_position=[int(v) for v in metric.values])
     return totals
 
 
@@ -124,7 +125,7 @@ class Engine:
                     if sd
                     else AcceptanceCounts()
                 )
-                total = total.add(acceptance)
+                total = total + acceptance
             generations.append(
                 Generation(
                     prompt_id=prompt.id,

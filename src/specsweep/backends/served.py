@@ -15,7 +15,8 @@ import logging
 import time
 from typing import Any, ClassVar, Dict, List, Optional
 
-from specsweep.backends.base import AcceptanceCounts, Backend, Generation, Prompt
+from specsweep.backends.base import Backend
+from specsweep.core import AcceptanceCounts, Generation, Prompt
 from specsweep.serving.load import Record, Request, run_load
 from specsweep.serving.server import ManagedServer, ServerError, ServerSpec
 

@@ -11,21 +11,9 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any, Iterator, List, Optional, Tuple
 
-Problem = Tuple[str, Any, str]
-
-
-class Choice(str, Enum):
-    """A closed set of strings for a config field: OmegaConf accepts only the members when the config is composed.
-    A member equals, hashes and prints as its plain value (`Dtype.float32 == "float32"`)."""
-
-    def __str__(self) -> str:
-        return self.value
-
-    def __format__(self, spec: str) -> str:
-        return format(self.value, spec)
+from specsweep.core import Problem
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,22 @@
-"""Model references (local dir, hub id, packaged:<name>) -> what the engine loads."""
+"""Model resolution: references (local dir, hub id, packaged:<name>) -> what the engine loads (`ResolvedModels`)."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from specsweep.backends.base import ResolvedModels
 from specsweep.methods import method_spec
 from specsweep.models import packaged
+
+
+@dataclass
+class ResolvedModels:
+    """Local paths (or hub ids) of everything the run loads, after packaged/registry names are resolved."""
+
+    target: str
+    draft: Optional[str] = None
 
 
 def draft_reference(cfg) -> Optional[str]:
