@@ -44,6 +44,8 @@ def test_a_plugin_backend_runs_end_to_end_through_main(toy_run):
     assert m["speedup"] == pytest.approx(m["tokens_per_s"] / m["baseline_tokens_per_s"])
     assert result["lossless"]["checked"] and result["lossless"]["match_rate"] == 1.0  # verification keeps outputs exact
     assert result["environment"] == {"engine": "toy", "vocab": 64}
+    # the plugin's own distribution (its declaration names it) enters the reuse key: an upgrade measures again
+    assert result["validity"]["parts"]["stack"]["toy-backend"] == "0.1"
     row = json.loads((cwd / "outputs" / "runs" / "results.jsonl").read_text().splitlines()[0])
     assert row["backend"] == "toy" and row["config_hash"] == result["config_hash"]
 

@@ -1,7 +1,7 @@
 """One experiment, start to finish: validate -> map -> run + measure -> record -> objective.
 
 `run` reads as the recipe; each step is one call into one module. Failure handling lives in one place:
-`results.recording`, which writes result.json, the table rows and the tracker whatever happens inside it (a sweep's
+`job.recording`, which writes result.json, the table rows and the tracker whatever happens inside it (a sweep's
 failed jobs are then summed up once, by `sweep.SweepSummary`, when the sweep ends).
 """
 
@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig
 
-from specsweep import backends, results
+from specsweep import backends, job, results
 from specsweep.config.compose import to_config
 from specsweep.config.schema import ExperimentConfig
 from specsweep.config.validate import validate
@@ -30,16 +30,16 @@ def run(dcfg: DictConfig, session: Session) -> Any:
     cfg = to_config(dcfg)
     if cfg.dry_run:
         return dry_run(cfg, session)
-    job = results.JobPaths.from_hydra()
-    reused = results.reusable_result(cfg, job)
+    paths = job.JobPaths.from_hydra()
+    reused = job.reusable_result(cfg, paths)
     if reused is not None:
         return results.objective(reused, cfg.measurement.objective)
-    with results.recording(cfg, job) as result:
+    with job.recording(cfg, paths) as result:
         prompts = validate(cfg, session)  # single runs were validated before Hydra started: a no-op then
         result.native_config = backends.native_config(cfg, resolve_models(cfg))
         result.measured(measure(cfg, prompts, session))
     if result.status != "ok":
-        return results.failed_job(result, cfg, job)
+        return job.failed_job(result, cfg, paths)
     results.print_summary(result)
     return results.objective(result, cfg.measurement.objective)
 

@@ -23,6 +23,7 @@ class ToyBackendConfig(BackendConfig):
     """The declaration: fields (with defaults and bounds), methods, checks, mapping and where the engine lives."""
 
     engine = "toy_backend.ToyBackend"
+    distributions = ("toy-backend",)
 
     name: str = "toy"
     vocab: int = bounded(64, ge=8, le=256)  # bytes are folded into this many token ids

@@ -196,6 +196,7 @@ def _job_dir(ret: JobReturn) -> str:
 
 
 def _one_line(err: BaseException) -> str:
+    # specsweep.core.one_line's twin: this sweeper imports nothing of specsweep, so it works for any Hydra app
     text = str(err).strip()
     return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
 

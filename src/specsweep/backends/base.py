@@ -65,6 +65,9 @@ class BackendConfig:
     the registry (`specsweep.backends.registry`) is built from these subclasses."""
 
     engine: ClassVar[str] = ""  # dotted path of the engine (a `Backend` subclass), imported only when built
+    # Installed distributions whose versions change what this backend measures: they enter the reuse key
+    # (results.validity), so a result is measured again after its engine is upgraded.
+    distributions: ClassVar[Tuple[str, ...]] = ()
     # Why this backend cannot hold a baseline and a speculative engine at once (None: it can, so their generations
     # are interleaved; see measurement.pairing). The default is the safe answer for a backend that has not said.
     holds_one_engine: ClassVar[Optional[str]] = "the backend does not declare that it can hold two engines at once"
@@ -95,6 +98,26 @@ class BackendConfig:
     def native_config(self, cfg, models: ResolvedModels) -> Dict[str, Any]:
         """The engine's own configuration for this run, as plain data (what --dry-run prints). Pure: no I/O."""
         raise NotImplementedError
+
+    def generation_problems(self, cfg) -> List[Problem]:
+        """The generation settings this kind of backend cannot honour. Offline: the load settings describe a server's
+        load (served backends override this: `backends.served_config`)."""
+        from specsweep.backends import registry
+        from specsweep.backends.served_config import ServedBackendConfig
+
+        served = ", ".join(n for n, c in registry().items() if issubclass(c, ServedBackendConfig))
+        why = f"on backend={self.name}: load settings need a served backend ({served})"
+        generation = cfg.generation
+        problems = (
+            [("generation.concurrency", generation.concurrency, f"1 {why}")] if generation.concurrency != 1 else []
+        )
+        if generation.request_rate is not None:
+            problems.append(("generation.request_rate", generation.request_rate, f"null {why}"))
+        return problems
+
+    def load_identity(self, generation) -> Dict[str, Any]:
+        """The load a job ran under, as its result's identity fields (null: an offline backend has none)."""
+        return {"concurrency": None, "request_rate": None}
 
 
 def time_in_rounds(timers: Dict[Any, Callable[[], float]], repeats: int) -> Dict[Any, float]:

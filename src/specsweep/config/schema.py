@@ -20,7 +20,6 @@ from specsweep.methods import METHOD_TABLE, Method, method_spec
 from specsweep.tracking.config import LoggerConfig
 
 MAX_SPECULATIVE_TOKENS = 64
-SERVED_HINT = "backend=vllm_server or mlx_server"
 NGRAM_METHODS = tuple(m.name for m in METHOD_TABLE.values() if m.ngram_window)
 SPECULATION_FIELDS = ("num_speculative_tokens", "draft_model", "ngram_min", "ngram_max", "draft_tp_size")
 
@@ -124,17 +123,9 @@ class GenerationConfig:
     request_rate: Optional[float] = bounded(None, gt=0, null="as fast as the concurrency allows")
 
     def check(self, cfg) -> List[Problem]:
-        """Load settings only mean something to a served backend; batches only to an offline one."""
-        if type(cfg.backend).served:
-            if self.batch_size != 1:
-                allowed = f"1 on backend={cfg.backend.name} (a served backend's load is generation.concurrency)"
-                return [("generation.batch_size", self.batch_size, allowed)]
-            return []
-        why = f"on backend={cfg.backend.name}: load settings need a served backend, {SERVED_HINT}"
-        problems = [("generation.concurrency", self.concurrency, f"1 {why}")] if self.concurrency != 1 else []
-        if self.request_rate is not None:
-            problems.append(("generation.request_rate", self.request_rate, f"null {why}"))
-        return problems
+        """Load settings only mean something to a served backend, batches only to an offline one: the backend's
+        kind says which apply."""
+        return cfg.backend.generation_problems(cfg)
 
 
 class Pairing(Choice):

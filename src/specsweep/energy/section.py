@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
+from specsweep.core import ratio
 from specsweep.results.types import Energy, IdleCorrected, Windows
 
 
@@ -21,10 +22,6 @@ class PhaseEnergy:
     source: Optional[str]
     estimated: bool
     unavailable_reason: Optional[str]
-
-
-def _ratio(num: Optional[float], den: Optional[float]) -> Optional[float]:
-    return num / den if num is not None and den else None
 
 
 def _phase_energy(phase) -> PhaseEnergy:
@@ -96,8 +93,8 @@ def _idle_corrected(speculative, base, accepted: Optional[int]) -> IdleCorrected
     corrected = IdleCorrected(
         joules=joules,
         per_device=per_device,
-        joules_per_token=_ratio(joules, tokens),
-        joules_per_accepted_token=_ratio(joules, accepted),
+        joules_per_token=ratio(joules, tokens),
+        joules_per_accepted_token=ratio(joules, accepted),
         idle_watts=idle["watts"],
         idle_seconds=idle["seconds"],
         idle_source=idle["source"],
@@ -106,8 +103,8 @@ def _idle_corrected(speculative, base, accepted: Optional[int]) -> IdleCorrected
     if base is not None:
         base_devices = _idle_corrected_joules(base, _phase_energy(base), idle["watts"])
         corrected.baseline_joules = sum(base_devices.values()) if base_devices is not None else None
-        corrected.baseline_joules_per_token = _ratio(corrected.baseline_joules, base.output_tokens())
-        corrected.energy_ratio = _ratio(corrected.joules_per_token, corrected.baseline_joules_per_token)
+        corrected.baseline_joules_per_token = ratio(corrected.baseline_joules, base.output_tokens())
+        corrected.energy_ratio = ratio(corrected.joules_per_token, corrected.baseline_joules_per_token)
     return corrected
 
 
@@ -116,9 +113,9 @@ def _add_baseline(energy: Energy, base) -> None:
     total = _phase_energy(base)
     energy.baseline_joules = total.joules
     energy.baseline_per_device = total.per_device
-    energy.baseline_joules_per_token = _ratio(total.joules, base.output_tokens())
+    energy.baseline_joules_per_token = ratio(total.joules, base.output_tokens())
     energy.baseline_windows = _windows(base)
-    energy.energy_ratio = _ratio(energy.joules_per_token, energy.baseline_joules_per_token)
+    energy.energy_ratio = ratio(energy.joules_per_token, energy.baseline_joules_per_token)
     energy.baseline_unavailable_reason = total.unavailable_reason
 
 
@@ -128,8 +125,8 @@ def energy_section(speculative, base, accepted: Optional[int]) -> Energy:
     energy = Energy(
         joules=total.joules,
         per_device=total.per_device,
-        joules_per_token=_ratio(total.joules, speculative.output_tokens()),
-        joules_per_accepted_token=_ratio(total.joules, accepted),
+        joules_per_token=ratio(total.joules, speculative.output_tokens()),
+        joules_per_accepted_token=ratio(total.joules, accepted),
         joules_per_accepted_token_reason=_per_accepted_token_reason(accepted),
         source=total.source,
         estimated=total.estimated,

@@ -1,7 +1,8 @@
-"""Results: the typed result of a job (`types`), the files and tables it lands in (`store`), and recording a job
-whatever happens (`job`)."""
+"""Results: the typed result of a job (`types`), the files and tables it lands in (`store`), what it depends on
+beyond its config (`validity`) and its console summary (`console`). What happens to a job (reuse, recording whatever
+happens, exit codes) is `specsweep.job`."""
 
-from specsweep.results.job import JobFailed, JobPaths, failed_job, objective, print_summary, recording, reusable_result
+from specsweep.results.console import print_summary
 from specsweep.results.store import (
     RESULT_FILE,
     TABLE_FILE,
@@ -12,24 +13,19 @@ from specsweep.results.store import (
     read_table,
     write_result,
 )
-from specsweep.results.types import IDENTITY_FIELDS, Result
+from specsweep.results.types import IDENTITY_FIELDS, Result, objective
 
 __all__ = [
     "IDENTITY_FIELDS",
     "RESULT_FILE",
     "TABLE_FILE",
-    "JobFailed",
-    "JobPaths",
     "Result",
     "append_row",
     "clean",
-    "failed_job",
     "config_hash",
     "find_done",
     "objective",
     "print_summary",
     "read_table",
-    "recording",
-    "reusable_result",
     "write_result",
 ]

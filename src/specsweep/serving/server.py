@@ -3,7 +3,7 @@ timeout, its output in a log file, and stopped as a whole group (nothing it star
 
 A server is stopped by whoever holds it (the session slot's close callback, see `backends.served`); as a safety net
 every live server is also stopped at interpreter exit, a SIGTERM outside a job (a job turns SIGTERM into a record,
-results/job.py) exits through that path, and on Linux the server gets SIGTERM if this process dies outright.
+job.py) exits through that path, and on Linux the server gets SIGTERM if this process dies outright.
 """
 
 from __future__ import annotations

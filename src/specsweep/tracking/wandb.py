@@ -18,6 +18,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any, Dict, Iterator, List, Optional
 
+from specsweep.core import one_line
 from specsweep.results.types import IDENTITY_FIELDS, PromptRow
 from specsweep.tracking.config import LoggerConfig
 
@@ -152,9 +153,8 @@ class WandbTracker:
                 return wandb.init(mode="online", **kwargs)
             except Exception as err:
                 log.warning(
-                    "W&B online start failed (%s: %s); logging this run offline instead, `wandb sync` it later",
-                    type(err).__name__,
-                    str(err).splitlines()[0] if str(err) else "",
+                    "W&B online start failed (%s); logging this run offline instead, `wandb sync` it later",
+                    one_line(err),
                 )
         return wandb.init(mode="offline", **kwargs)
 

@@ -27,6 +27,7 @@ class MlxBackendConfig(BackendConfig):
     """
 
     engine = "specsweep.backends.mlx.backend.MlxBackend"
+    distributions = ("mlx", "mlx-lm")
     holds_one_engine = None  # the baseline and the speculative engine share the target weights (session slot)
 
     name: str = "mlx"

@@ -10,26 +10,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from specsweep.backends.base import BackendConfig
 from specsweep.backends.mlx import config as mlx_config
 from specsweep.backends.mlx import server_mapping
+from specsweep.backends.served_config import ServedBackendConfig
 from specsweep.core import Problem
 from specsweep.fields import bounded
 from specsweep.models.resolve import ResolvedModels
-from specsweep.serving.config import flag_problems, url_problems
 
 
 @dataclass
-class MlxServerBackendConfig(BackendConfig):
+class MlxServerBackendConfig(ServedBackendConfig):
     """`mlx_lm.server --model <target> --draft-model <draft>` started by specsweep on a free loopback port (or the
     server at `url`), measured with streaming requests carrying num_draft_tokens=k. It exposes no acceptance
     counters: acceptance is null, with the reason."""
 
     engine = "specsweep.backends.mlx.server_backend.MlxServerBackend"
+    distributions = ("mlx", "mlx-lm")
     holds_one_engine = (
         "one mlx_lm.server at a time (the baseline server has no draft model, a second copy of the target)"
     )
-    served = True
+    managed_flags = server_mapping.MANAGED_FLAGS
 
     name: str = "mlx_server"
     url: Optional[str] = None  # an already-running mlx_lm.server to measure (nothing is started)
@@ -48,7 +48,7 @@ class MlxServerBackendConfig(BackendConfig):
         return ("none", "draft_model")
 
     def check(self, cfg) -> List[Problem]:
-        problems = url_problems(cfg)
+        problems = self.served_problems(cfg)
         if self.url is None and not cfg.dry_run and not mlx_config.installed():
             return [("backend", self.name, mlx_config.INSTALL_HINT + ", or backend.url of a running server")]
         speculation = cfg.speculation
@@ -60,7 +60,7 @@ class MlxServerBackendConfig(BackendConfig):
             (f"speculation.backend_overrides.{key}", value, allowed)
             for key, value in speculation.backend_overrides.items()
         ]
-        return problems + flag_problems(self.extra_args, server_mapping.MANAGED_FLAGS)
+        return problems
 
     def native_config(self, cfg, models: ResolvedModels) -> Dict[str, Any]:
         return server_mapping.native_config(cfg, models)

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
+from specsweep.backends.served_config import external_url
 from specsweep.serving import openai
-from specsweep.serving.config import external_url
 from specsweep.serving.server import PORT
 
 # Flags specsweep sets itself -> where to set them instead.

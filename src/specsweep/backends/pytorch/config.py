@@ -39,6 +39,7 @@ class PytorchBackendConfig(BackendConfig):
     """transformers `generate()`: assisted generation (draft_model) and prompt lookup (ngram), batch size 1."""
 
     engine = "specsweep.backends.pytorch.backend.PytorchBackend"
+    distributions = ("torch", "transformers")
     holds_one_engine = None  # the baseline and the speculative engine share the target weights (session slot)
 
     name: str = "pytorch"

