@@ -15,11 +15,12 @@ import psutil
 import pytest
 
 from conftest import results_in, run_main
+from specsweep.backends.vllm.counters import VLLM_COUNTERS
 from specsweep.config.compose import compose_config
 from specsweep.config.store import register_configs
 from specsweep.config.validate import ConfigError, validate
 from specsweep.serving import load as load_gen
-from specsweep.serving.prometheus import NoCounters, counters_from_text, difference
+from specsweep.serving.prometheus import NoCounters, counters_from_text
 from specsweep.serving.server import PORT, ManagedServer, ServerError, ServerSpec
 from specsweep.session import Session
 
@@ -70,17 +71,17 @@ def test_spec_decode_counters_are_parsed_summed_over_labels_and_differenced():
         accepted.labels(engine).inc(n + 1)
         per_pos.labels(engine, "0").inc(n)
         per_pos.labels(engine, "2").inc(1)
-    before = counters_from_text(generate_latest(registry).decode())
+    before = counters_from_text(generate_latest(registry).decode(), VLLM_COUNTERS)
     assert (before.num_drafts, before.drafted, before.accepted) == (5, 15, 7)
     assert before.accepted_per_position == [5, 0, 2]
     drafts.labels("0").inc(4)
     drafted.labels("0").inc(12)
     accepted.labels("0").inc(6)
     per_pos.labels("0", "1").inc(6)
-    window = difference(counters_from_text(generate_latest(registry).decode()), before)
+    window = counters_from_text(generate_latest(registry).decode(), VLLM_COUNTERS) - before
     assert (window.num_drafts, window.drafted, window.accepted, window.accepted_per_position) == (4, 12, 6, [0, 6, 0])
     with pytest.raises(NoCounters):
-        counters_from_text("# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running 0\n")
+        counters_from_text("# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running 0\n", VLLM_COUNTERS)
 
 
 # --- the load generator ----------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import run_main
 from specsweep.backends.vllm import config as vconfig
-from specsweep.backends.vllm import mapping, worker
+from specsweep.backends.vllm import counters, mapping, worker
 from specsweep.config.compose import compose_config
 from specsweep.config.store import register_configs
 from specsweep.config.validate import ConfigError, validate
@@ -173,7 +173,7 @@ def test_mapping_none_and_suffix():
 
 
 def test_request_histogram_gives_counts_and_per_position():
-    counts = worker.counts_from_request([1, 1, 1, 0, 2], num_draft_tokens=15, k=4)
+    counts = counters.counts_from_request([1, 1, 1, 0, 2], num_draft_tokens=15, k=4)
     assert (counts.drafted, counts.accepted, counts.num_drafts) == (15, 11, 5)
     assert counts.accepted_per_position == [4, 3, 2, 2]
 
@@ -188,13 +188,13 @@ def test_counter_windows_are_differences_of_vllm_metrics():
             SimpleNamespace(name="vllm:num_requests_running", value=1),
         ]
 
-    before = worker.counters_from_metrics(snapshot(10, 28, 23, [9, 6, 5, 3]))
-    after = worker.counters_from_metrics(snapshot(20, 56, 48, [18, 12, 10, 8]))
-    window = worker.difference(after, before)
+    before = counters.counters_from_metrics(snapshot(10, 28, 23, [9, 6, 5, 3]))
+    after = counters.counters_from_metrics(snapshot(20, 56, 48, [18, 12, 10, 8]))
+    window = after - before
     assert window == AcceptanceCounts(drafted=28, accepted=25, num_drafts=10, accepted_per_position=[9, 6, 5, 5])
-    assert worker.same_counts(window, AcceptanceCounts(28, 25, 10, [9, 6, 5, 5, 0]))
-    assert not worker.same_counts(window, AcceptanceCounts(28, 24, 10, [9, 6, 5, 4]))
-    assert worker.difference(worker.counters_from_metrics([]), AcceptanceCounts()) == AcceptanceCounts()
+    assert window.same_totals(AcceptanceCounts(28, 25, 10, [9, 6, 5, 5, 0]))
+    assert not window.same_totals(AcceptanceCounts(28, 24, 10, [9, 6, 5, 4]))
+    assert counters.counters_from_metrics([]) - AcceptanceCounts() == AcceptanceCounts()
 
 
 def test_worker_error_summary_keeps_pydantic_cause_on_one_line():

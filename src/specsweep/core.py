@@ -76,15 +76,17 @@ class AcceptanceCounts:
             accepted_per_position=[x - y for x, y in zip(a, b)],
         )
 
-    def totals(self) -> Tuple[int, int, int, Tuple[int, ...]]:
-        return self.drafted, self.accepted, self.num_drafts, tuple(self.accepted_per_position)
-
     def same_totals(self, other: Optional[AcceptanceCounts]) -> bool:
-        return other is not None and self.totals() == other.totals()
+        """Equal counts (per-position lists compared as if padded with zeros; the step lists are not compared)."""
+        if other is None:
+            return False
+        d = self - other
+        return d.drafted == d.accepted == d.num_drafts == 0 and not any(d.accepted_per_position)
 
     def went_backwards(self, before: AcceptanceCounts) -> bool:
-        """Whether any counter is lower than in an earlier reading (the server restarted in between)."""
-        return any(a < b for a, b in zip(self.totals()[:3], before.totals()[:3]))
+        """Whether a counter is lower than in an earlier reading (the server restarted in between)."""
+        d = self - before
+        return min(d.drafted, d.accepted, d.num_drafts, *d.accepted_per_position, 0) < 0
 
     def record_step(self, drafted: int, accepted: int) -> None:
         """One verification step: `drafted` tokens proposed, the first `accepted` of them kept (0 drafted: not a

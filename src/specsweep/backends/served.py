@@ -143,7 +143,7 @@ class ServedBackend(Backend):
                 return None
             time.sleep(0.05)
             again = self.read_acceptance()
-            if _same(again, reading):
+            if again is not None and again.same_totals(reading):
                 return again
             reading = again
         return reading
@@ -154,7 +154,7 @@ class ServedBackend(Backend):
     def window_acceptance(self) -> Optional[AcceptanceCounts]:
         """The counters now minus at begin_window(): the timed load run's counts (warm-up runs fall outside)."""
         after = self._settled_acceptance()
-        return _difference(after, self.before) if after is not None else None
+        return after - (self.before or AcceptanceCounts()) if after is not None else None
 
     def _generation(self, record: Record) -> Generation:
         ids = self.output_ids(record)
@@ -207,19 +207,3 @@ class ServedBackend(Backend):
             self.server.stop()
         self.server = None
 
-
-def _same(a: Optional[AcceptanceCounts], b: Optional[AcceptanceCounts]) -> bool:
-    if a is None or b is None:
-        return a is b
-    return (a.drafted, a.accepted, a.num_drafts, a.accepted_per_position) == (
-        b.drafted,
-        b.accepted,
-        b.num_drafts,
-        b.accepted_per_position,
-    )
-
-
-def _difference(after: AcceptanceCounts, before: Optional[AcceptanceCounts]) -> AcceptanceCounts:
-    from specsweep.serving.prometheus import difference
-
-    return difference(after, before or AcceptanceCounts())

@@ -10,6 +10,7 @@ from typing import Any, Dict, Optional
 from specsweep.backends.served import ServedBackend
 from specsweep.backends.vllm.backend import ENGINE_ENV_PREFIXES, worker_env
 from specsweep.backends.vllm.config import installed
+from specsweep.backends.vllm.counters import VLLM_COUNTERS
 from specsweep.core import AcceptanceCounts, Prompt
 from specsweep.serving import openai
 from specsweep.serving.prometheus import NoCounters, read_counters
@@ -62,7 +63,7 @@ class VllmServerBackend(ServedBackend):
         if self.method == "none":
             return None
         try:
-            return read_counters(self.url)
+            return read_counters(self.url, VLLM_COUNTERS)
         except NoCounters:
             return None
         except Exception as err:

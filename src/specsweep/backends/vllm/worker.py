@@ -22,55 +22,8 @@ from multiprocessing.connection import Connection
 from typing import Any, Dict, List, Optional
 
 from specsweep.backends.base import encode_prompt, time_in_rounds
+from specsweep.backends.vllm.counters import counters_from_metrics, counts_from_request
 from specsweep.core import AcceptanceCounts, Generation, Prompt
-
-COUNTERS = {
-    "vllm:spec_decode_num_drafts": "num_drafts",
-    "vllm:spec_decode_num_draft_tokens": "drafted",
-    "vllm:spec_decode_num_accepted_tokens": "accepted",
-}
-PER_POSITION = "vllm:spec_decode_num_accepted_tokens_per_pos"
-
-
-def counters_from_metrics(metrics) -> AcceptanceCounts:
-    """vLLM's cumulative spec-decode counters (summed over label sets, e.g. data-parallel engines)."""
-    totals = AcceptanceCounts()
-    for metric in metrics:
-        if metric.name in COUNTERS:
-            setattr(totals, COUNTERS[metric.name], getattr(totals, COUNTERS[metric.name]) + int(metric.value))
-        elif metric.name == PER_POSITION:
-            totals = totals + AcceptanceCounts(accepted_per_position=[int(v) for v in metric.values])
-    return totals
-
-
-def difference(after: AcceptanceCounts, before: AcceptanceCounts) -> AcceptanceCounts:
-    width = max(len(after.accepted_per_position), len(before.accepted_per_position))
-    a = after.accepted_per_position + [0] * (width - len(after.accepted_per_position))
-    b = before.accepted_per_position + [0] * (width - len(before.accepted_per_position))
-    return AcceptanceCounts(
-        drafted=after.drafted - before.drafted,
-        accepted=after.accepted - before.accepted,
-        num_drafts=after.num_drafts - before.num_drafts,
-        accepted_per_position=[x - y for x, y in zip(a, b)],
-    )
-
-
-def counts_from_request(histogram: List[int], num_draft_tokens: int, k: int) -> AcceptanceCounts:
-    """One request's counts from vLLM's per-request histogram (histogram[j] = verify steps that accepted j drafts).
-
-    Drafts are accepted as a prefix, so position i was accepted in every step that accepted more than i.
-    """
-    return AcceptanceCounts(
-        drafted=num_draft_tokens,
-        accepted=sum(j * n for j, n in enumerate(histogram)),
-        num_drafts=sum(histogram),
-        accepted_per_position=[sum(histogram[i + 1 :]) for i in range(k)],
-    )
-
-
-def same_counts(a: AcceptanceCounts, b: AcceptanceCounts) -> bool:
-    d = difference(a, b)
-    return d.drafted == d.accepted == d.num_drafts == 0 and not any(d.accepted_per_position)
 
 
 class Engine:
@@ -111,7 +64,7 @@ class Engine:
         start = time.perf_counter()
         outputs = self.llm.generate(inputs, params, use_tqdm=False)
         wall_s = time.perf_counter() - start
-        window = difference(self.counters(), before) if self.speculative else None
+        window = self.counters() - before if self.speculative else None
 
         generations, total = [], AcceptanceCounts()
         for prompt, request, output in zip(prompts, inputs, outputs):
@@ -138,7 +91,7 @@ class Engine:
                     text=completion.text,
                 )
             )
-        if window is not None and not same_counts(total, window):
+        if window is not None and not window.same_totals(total):
             raise RuntimeError(
                 f"vLLM per-request acceptance {total} disagrees with its counters for this window {window}"
             )
