@@ -16,7 +16,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from specsweep.config.store import register_configs
+from specsweep.config.register import register_configs
 from specsweep.session import Session
 
 CONF_DIR = Path(__file__).parent / "conf"

@@ -70,7 +70,7 @@ def main() -> None:
 
     from specsweep.backends import build_engine
     from specsweep.config.compose import to_config
-    from specsweep.config.store import register_configs
+    from specsweep.config.register import register_configs
     from specsweep.config.validate import validate
     from specsweep.datasets import load_prompts
     from specsweep.energy import make_meter

@@ -21,7 +21,7 @@ from rich.progress import Progress
 
 from specsweep.backends import build_engine
 from specsweep.config.compose import to_config
-from specsweep.config.store import register_configs
+from specsweep.config.register import register_configs
 from specsweep.config.validate import validate
 from specsweep.datasets import load_prompts
 from specsweep.energy import NoEnergyMeter

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import REPO, run_main
 from specsweep.config.compose import compose_config
-from specsweep.config.store import register_configs
+from specsweep.config.register import register_configs
 from specsweep.config.validate import ConfigError, validate
 
 register_configs()

@@ -1,7 +1,7 @@
 """The served path without a model: the server lifecycle, the load generator, the Prometheus reading, validation and a
 whole served sweep through main.py, against a stand-in OpenAI-API server (tests/fake_openai_server.py).
 
-The real servers (vllm serve, mlx_lm.server) on tiny models are in tests/test_served_engines.py (slow).
+The real servers (vllm serve, mlx_lm.server) on tiny models are in tests/integration/test_served_engines.py (slow).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import pytest
 from conftest import results_in, run_main
 from specsweep.backends.vllm.counters import VLLM_COUNTERS
 from specsweep.config.compose import compose_config
-from specsweep.config.store import register_configs
+from specsweep.config.register import register_configs
 from specsweep.config.validate import ConfigError, validate
-from specsweep.serving import load as load_gen
+from specsweep.serving import loadgen as load_gen
 from specsweep.serving.prometheus import NoCounters, counters_from_text
 from specsweep.serving.server import PORT, ManagedServer, ServerError, ServerSpec
 from specsweep.session import Session

@@ -1,5 +1,6 @@
 """TensorRT-LLM: the unified config -> LLM API mapping, per method and version, checked against the documented API
-(/work/shared/reference/backend-mapping.md §2), the validation rules, and the missing-package path of main.py."""
+(TensorRT-LLM's `llmapi/llm_args.py` in 1.2.1 and its API pages for 1.3.0rc27 to 1.4.0rc1, as listed in
+docs/tensorrt.md), the validation rules, and the missing-package path of main.py."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from conftest import native_config, run_main
 from specsweep.backends.tensorrt import config as trt_config
 from specsweep.backends.tensorrt import mapping
 from specsweep.config.compose import compose_config
-from specsweep.config.store import register_configs
+from specsweep.config.register import register_configs
 from specsweep.config.validate import ConfigError, validate
 
 register_configs()

@@ -10,7 +10,7 @@ from conftest import run_main
 from specsweep.backends.vllm import config as vconfig
 from specsweep.backends.vllm import counters, mapping, worker
 from specsweep.config.compose import compose_config
-from specsweep.config.store import register_configs
+from specsweep.config.register import register_configs
 from specsweep.config.validate import ConfigError, validate
 from specsweep.core import AcceptanceCounts
 from specsweep.models.resolve import ResolvedModels

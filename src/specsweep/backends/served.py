@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Dict, List, Optional
 
 from specsweep.backends.base import Backend
 from specsweep.core import AcceptanceCounts, Generation, Prompt
-from specsweep.serving.load import Record, Request, run_load
+from specsweep.serving.loadgen import Record, Request, run_load
 from specsweep.serving.server import ManagedServer, ServerError, ServerSpec
 
 log = logging.getLogger(__name__)

@@ -8,8 +8,8 @@ from typing import List, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from specsweep.config.register import CONF_DIR, register_configs
 from specsweep.config.schema import ExperimentConfig
-from specsweep.config.store import CONF_DIR, register_configs
 from specsweep.config.validate import ConfigError
 
 

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 from specsweep.backends.served import ServedBackend
 from specsweep.core import Prompt
 from specsweep.serving import openai
-from specsweep.serving.load import Record
+from specsweep.serving.loadgen import Record
 from specsweep.serving.server import ServerSpec
 
 NO_ACCEPTANCE = (
