@@ -1,14 +1,19 @@
-"""Shared test helpers: run main.py as a user would, and tiny real models the tests build themselves."""
+"""Shared test helpers and fixtures of tests/ and tests/integration/: run main.py as a user would, the tiny real
+models the tests build themselves (from tests/fakes.py's factory), reading a W&B run, and the session-end check of
+every result.json against the committed schema."""
 
 from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from fakes import tiny_qwen2
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -84,27 +89,66 @@ def packaged_tokenizer_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, packaged_tokenizer_dir) -> Path:
     """A 2-layer random Qwen2 with the real Qwen tokenizer: every code path in seconds (says nothing about speed)."""
-    import torch
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+    return tiny_qwen2(tmp_path_factory.mktemp("tiny-qwen2"), packaged_tokenizer_dir)
 
-    out = tmp_path_factory.mktemp("tiny-qwen2")
-    tokenizer = AutoTokenizer.from_pretrained(packaged_tokenizer_dir)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    Qwen2ForCausalLM(config).to(torch.float32).save_pretrained(out)
-    tokenizer.save_pretrained(out)
+
+# vLLM's CPU attention needs head_dim 64 or more (tiny_model_dir's is 16): 128 hidden over 2 heads.
+VLLM_TINY_SIZES = {"hidden_size": 128, "intermediate_size": 256, "num_attention_heads": 2, "num_key_value_heads": 1}
+
+
+@pytest.fixture(scope="session")
+def vllm_tiny_dir(tmp_path_factory, packaged_tokenizer_dir) -> Path:
+    """A 2-layer random float32 Qwen2 with the real Qwen tokenizer and head_dim 64: the tiny model vLLM can run."""
+    return tiny_qwen2(tmp_path_factory.mktemp("vllm-tiny-qwen2"), packaged_tokenizer_dir, **VLLM_TINY_SIZES)
+
+
+# --- W&B: an offline run's record file, and a HOME without W&B state (tracking tests, fast and e2e alike) ------
+
+
+def read_records(run_dir: Path) -> dict:
+    """Decode `<run_dir>/wandb/offline-run-*/run-*.wandb` (W&B header + LevelDB log framing of protobuf Records)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    (path,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
+    data, pos, buf = path.read_bytes(), 7, b""
+    assert data[:4] == b":W&B"
+    out: dict = {"config": {}, "summary": {}, "history": [], "run": None, "exit": None, "dir": path.parent}
+    while pos + 7 <= len(data):
+        if 32768 - pos % 32768 < 7:  # block trailer padding
+            pos += 32768 - pos % 32768
+            continue
+        length, kind = struct.unpack("<HB", data[pos + 4 : pos + 7])
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+        if kind == 0:
+            continue
+        buf = chunk if kind in (1, 2) else buf + chunk
+        if kind not in (1, 4):
+            continue
+        record = pb.Record()
+        record.ParseFromString(buf)
+        which = record.WhichOneof("record_type")
+        if which == "run":
+            out["run"] = record.run
+            out["config"].update({u.key: json.loads(u.value_json) for u in record.run.config.update})
+        elif which == "summary":
+            out["summary"].update({u.key: json.loads(u.value_json) for u in record.summary.update if u.key})
+        elif which == "history":
+            out["history"].append(
+                {"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in record.history.item}
+            )
+        elif which == "exit":
+            out["exit"] = record.exit
     return out
+
+
+@pytest.fixture
+def isolated_home(tmp_path, monkeypatch):
+    """HOME under the test's tmp_path and no W&B variables, in this process (run_main isolates the jobs it starts)."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    return home
 
 
 # --- every result.json a job wrote during this session is checked against docs/result.schema.json -----------------

@@ -1,4 +1,6 @@
-"""Prompt files that slip past a naive reader: Unicode line separators inside JSON strings, duplicate prompt ids."""
+"""Prompts (`datasets.py`): the built-in set and its stratified, seeded sample; Spec-Bench's question.jsonl; and
+prompt files that slip past a naive reader: malformed lines, Unicode line separators inside JSON strings, duplicate
+prompt ids."""
 
 from __future__ import annotations
 
@@ -43,3 +45,35 @@ def test_cli_refuses_duplicate_ids_and_zero_prompts_in_one_line(tmp_path):
     zero = run_main("dataset.num_prompts=0", cwd=tmp_path, timeout=120)
     assert zero.returncode == 2 and "dataset.num_prompts=0 is invalid: expected an integer >= 1" in zero.stderr
     assert not (tmp_path / "outputs").exists()
+
+
+def test_builtin_prompts_span_the_workloads_and_sampling_is_stratified_and_seeded():
+    everything = load_prompts(DatasetConfig())
+    categories = {p.category for p in everything}
+    assert {"code", "editing", "summarization", "qa", "translation", "math", "chat"} <= categories
+    sample = load_prompts(DatasetConfig(num_prompts=7, seed=3))
+    assert len({p.category for p in sample}) == 7
+    assert [p.id for p in sample] == [p.id for p in load_prompts(DatasetConfig(num_prompts=7, seed=3))]
+    assert [p.id for p in sample] != [p.id for p in load_prompts(DatasetConfig(num_prompts=7, seed=4))]
+
+
+def test_spec_bench_question_jsonl_is_read(tmp_path):
+    path = tmp_path / "question.jsonl"
+    rows = [
+        {"question_id": 81, "category": "writing", "turns": ["Write a haiku.", "Now a limerick."]},
+        {"question_id": 82, "category": "math", "turns": ["What is 2+2?"]},
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    prompts = load_prompts(DatasetConfig(name="jsonl", path=str(path)))
+    assert [(p.id, p.category, p.text) for p in prompts] == [
+        ("81", "writing", "Write a haiku."),
+        ("82", "math", "What is 2+2?"),
+    ]
+
+
+def test_malformed_jsonl_names_the_line(tmp_path):
+    path = tmp_path / "q.jsonl"
+    path.write_text('{"prompt": "ok"}\n\n{"turns": []}\n')
+    with pytest.raises(DatasetError) as info:
+        load_prompts(DatasetConfig(name="jsonl", path=str(path)))
+    assert info.value.value == f"{path}:3"

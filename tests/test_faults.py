@@ -174,37 +174,6 @@ def test_an_unwritable_wandb_dir_and_an_unreachable_server_keep_local_results(tm
     assert len(list(store.read_table(tmp_path / "outputs" / "runs" / store.TABLE_FILE))) == 2
 
 
-@pytest.mark.slow  # its tiny model borrows the packaged tokenizer, so it needs the converted 0.5B
-def test_a_meter_that_fails_to_close_keeps_the_measurement(tiny_model_dir, monkeypatch):
-    from specsweep import app, energy
-    from specsweep.config.compose import compose_config
-    from specsweep.config.validate import validate
-    from specsweep.session import Session
-
-    class FailingClose(energy.NoEnergyMeter):
-        def close(self) -> None:
-            raise OSError("powercap counter vanished")
-
-    monkeypatch.setattr(energy, "make_meter", lambda cfg, session: FailingClose())
-    cfg = compose_config(
-        [
-            "speculation=ngram",
-            f"model.target={tiny_model_dir}",
-            "model.draft=null",
-            "model.name=tiny",
-            "backend.dtype=float32",
-            "dataset.num_prompts=1",
-            "generation.max_new_tokens=8",
-            "measurement.repetitions=1",
-        ]
-    )
-    session = Session()
-    sections = app.measure(cfg, validate(cfg, session), session)
-    assert sections.metrics.tokens_per_s > 0 and sections.lossless.checked
-    assert sections.energy.meter_error == "OSError: powercap counter vanished"
-    session.close()
-
-
 def test_a_grid_sweep_with_invalid_jobs_is_refused_whole_before_anything_runs(tmp_path):
     args = toy_args(tmp_path, "speculation=ngram,none,eagle", "speculation.num_speculative_tokens=3")
     proc = run_main("-m", *args, cwd=tmp_path, env=toy_env(), timeout=300)

@@ -294,3 +294,89 @@ def test_setup_reconverts_a_truncated_converted_file(converted_copy, real_small_
     packaged._VERIFIED.clear()
     assert packaged.cache_state(SMALL)[0] == packaged.READY
     assert sorted(p.name for p in (cache / "models").iterdir()) == [SMALL.name, f"{SMALL.name}.lock"]
+
+
+# --- joining and verifying the parts, on fake wheels; the pinned requirements file --------------------------------
+
+
+def _fake_wheel(path: Path, n: int, data: bytes) -> Path:
+    """A real wheel laid out as the genuine model wheels are: pkg/__init__.py, pkg/data/partNN.bin, dist-info."""
+    pkg, dist_info = f"fakemodel_part{n}", f"fakemodel_part{n}-1.0.dist-info"
+    members = {
+        f"{pkg}/__init__.py": b"raise RuntimeError('must never be imported')\n",
+        f"{pkg}/data/part{n:02d}.bin": data,
+        f"{dist_info}/METADATA": f"Metadata-Version: 2.4\nName: fakemodel-part{n}\nVersion: 1.0\n".encode(),
+        f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        f"{dist_info}/top_level.txt": f"{pkg}\n".encode(),
+        f"{dist_info}/RECORD": b"",
+    }
+    with zipfile.ZipFile(path / f"{pkg}-1.0-py3-none-any.whl", "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, content in members.items():
+            zf.writestr(name, content)
+    return path / f"{pkg}-1.0-py3-none-any.whl"
+
+
+@pytest.fixture
+def fake_parts(tmp_path, monkeypatch):
+    """Two pinned fake model wheels in the cache's wheels dir, never installed (nothing of theirs on sys.path)."""
+    monkeypatch.setenv("SPECSWEEP_CACHE", str(tmp_path / "cache"))
+    wheels = packaged.wheels_dir()
+    wheels.mkdir(parents=True)
+    payload = [b"GGUF" + b"a" * 1000, b"b" * 500]
+    pins = tuple(hashlib.sha256(_fake_wheel(wheels, n, d).read_bytes()).hexdigest() for n, d in enumerate(payload, 1))
+    joined = b"".join(payload)
+    model = packaged.PackagedModel(
+        "fake", "fakemodel_part", 2, "1.0", len(joined), hashlib.sha256(joined).hexdigest(), pins
+    )
+    return model, wheels
+
+
+def test_parts_are_joined_and_verified_without_importing_them(fake_parts, tmp_path):
+    model, _ = fake_parts
+    out = packaged.join_and_verify(model, tmp_path / "joined.gguf")
+    assert out.read_bytes().startswith(b"GGUF") and out.stat().st_size == model.gguf_size
+    assert "fakemodel_part1" not in sys.modules
+    # Only the joined file was written: nothing extracted from the wheels (no package dir, no __init__.py).
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".whl") == ["joined.gguf"]
+
+
+def test_corrupt_part_is_refused_and_leaves_nothing(fake_parts, tmp_path):
+    model, wheels = fake_parts
+    corrupt = _fake_wheel(wheels, 2, b"c" * 500)
+    # Pinned as it is (a bad upload whose pin was updated): the joined sha256 refuses it.
+    repinned = dataclasses.replace(
+        model, wheel_sha256=(model.wheel_sha256[0], hashlib.sha256(corrupt.read_bytes()).hexdigest())
+    )
+    with pytest.raises(packaged.PackagedModelError, match="sha256"):
+        packaged.join_and_verify(repinned, tmp_path / "joined.gguf")
+    assert not list(tmp_path.glob("joined*"))
+    # Against the real pin: refused before it is even opened, naming the wheel file.
+    pinned = re.escape(str(corrupt)) + f".*pinned {model.wheel_sha256[1]}"
+    with pytest.raises(packaged.PackagedModelError, match=pinned):
+        packaged.join_and_verify(model, tmp_path / "joined.gguf")
+    assert not list(tmp_path.glob("joined*"))
+
+
+def test_missing_part_file_is_named(fake_parts, tmp_path):
+    model, wheels = fake_parts
+    missing = wheels / model.wheel_file(2)
+    missing.unlink()
+    with pytest.raises(packaged.PackagedModelError, match=re.escape(str(missing))):
+        packaged.join_and_verify(model, tmp_path / "joined.gguf")
+    # A wheel without its data member (pinned as it is) is named, with the member it lacks.
+    with zipfile.ZipFile(missing, "w") as zf:
+        zf.writestr("fakemodel_part2/__init__.py", "")
+    repinned = dataclasses.replace(
+        model, wheel_sha256=(model.wheel_sha256[0], hashlib.sha256(missing.read_bytes()).hexdigest())
+    )
+    lacks = re.escape(f"{missing} lacks its data member 'fakemodel_part2/data/part02.bin'")
+    with pytest.raises(packaged.PackagedModelError, match=lacks):
+        packaged.join_and_verify(repinned, tmp_path / "joined.gguf")
+    assert not list(tmp_path.glob("joined*"))
+
+
+def test_requirements_file_matches_the_registry():
+    text = (REPO / "requirements-models.txt").read_text()
+    listed = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert listed == [r for m in packaged.PACKAGED_MODELS.values() for r in m.requirements()]
+    assert all(" --hash=sha256:" in line for line in listed)  # pip refuses --require-hashes otherwise

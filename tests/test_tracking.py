@@ -5,50 +5,12 @@ from __future__ import annotations
 
 import json
 import logging
-import struct
-from pathlib import Path
 
 import pytest
 
-from conftest import results_in, run_main
+from conftest import read_records, run_main
 from specsweep.tracking import NoTracker, make_tracker
 from specsweep.tracking.config import LoggerConfig
-
-
-def read_records(run_dir: Path) -> dict:
-    """Decode `<run_dir>/wandb/offline-run-*/run-*.wandb` (W&B header + LevelDB log framing of protobuf Records)."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    (path,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
-    data, pos, buf = path.read_bytes(), 7, b""
-    assert data[:4] == b":W&B"
-    out: dict = {"config": {}, "summary": {}, "history": [], "run": None, "exit": None, "dir": path.parent}
-    while pos + 7 <= len(data):
-        if 32768 - pos % 32768 < 7:  # block trailer padding
-            pos += 32768 - pos % 32768
-            continue
-        length, kind = struct.unpack("<HB", data[pos + 4 : pos + 7])
-        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
-        if kind == 0:
-            continue
-        buf = chunk if kind in (1, 2) else buf + chunk
-        if kind not in (1, 4):
-            continue
-        record = pb.Record()
-        record.ParseFromString(buf)
-        which = record.WhichOneof("record_type")
-        if which == "run":
-            out["run"] = record.run
-            out["config"].update({u.key: json.loads(u.value_json) for u in record.run.config.update})
-        elif which == "summary":
-            out["summary"].update({u.key: json.loads(u.value_json) for u in record.summary.update if u.key})
-        elif which == "history":
-            out["history"].append(
-                {"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in record.history.item}
-            )
-        elif which == "exit":
-            out["exit"] = record.exit
-    return out
 
 
 def sample_result(status="ok") -> dict:
@@ -110,15 +72,6 @@ def sample_result(status="ok") -> dict:
         "theory": {"alpha": 0.6, "cost_ratio": 0.2, "predicted_speedup": 1.3, "predicted_best_k": 4} if ok else None,
         "environment": {"engine": "transformers", "torch_threads": 2} if ok else None,
     }
-
-
-@pytest.fixture
-def isolated_home(tmp_path, monkeypatch):
-    home = tmp_path / "home"
-    monkeypatch.setenv("HOME", str(home))
-    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
-        monkeypatch.delenv(var, raising=False)
-    return home
 
 
 @pytest.mark.parametrize(
@@ -206,30 +159,3 @@ def test_invalid_logger_mode_fails_at_validation_in_one_line(tmp_path):
     proc = run_main("logger=wandb", "logger.mode=onlne", "--dry-run", cwd=tmp_path, timeout=120)
     assert proc.returncode != 0
     assert "logger.mode='onlne' is invalid: expected one of offline, online" in proc.stderr
-
-
-@pytest.mark.slow
-def test_multirun_jobs_share_a_group_and_keep_local_results(tmp_path, tiny_model_dir, isolated_home):
-    proc = run_main(
-        "-m",
-        "logger=wandb",
-        f"model.target={tiny_model_dir}",
-        f"model.draft={tiny_model_dir}",
-        "model.name=tiny",
-        "speculation=ngram",
-        "speculation.num_speculative_tokens=2,3",
-        "dataset.num_prompts=1",
-        "generation.max_new_tokens=6",
-        "measurement.repetitions=1",
-        "measurement.warmup=0",
-        cwd=tmp_path,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = results_in(tmp_path)
-    assert len(results) == 2 and all(r["status"] == "ok" for r in results)
-    (sweep,) = (tmp_path / "outputs" / "sweeps").iterdir()
-    recs = [read_records(sweep / str(i)) for i in (0, 1)]
-    assert {r["run"].run_group for r in recs} == {sweep.name}
-    assert sorted(r["config"]["k"] for r in recs) == [2, 3]
-    assert all(r["summary"]["theory/cost_ratio"] == 0.0 for r in recs)  # ngram: a table lookup

@@ -18,7 +18,6 @@ import pytest
 
 from conftest import REPO, isolated_env, results_in, run_main
 from specsweep.backends.mlx import config as mlx_config
-from test_vllm_engine import vllm_tiny_dir  # noqa: F401  (the head_dim-64 tiny Qwen2 vLLM's CPU attention needs)
 
 pytestmark = pytest.mark.slow
 MARK = "SPECSWEEP_TEST_MARK"

@@ -1,7 +1,7 @@
 """The real vLLM engine on tiny models these tests make: lossless greedy output, vLLM's counters, engine processes.
 
-vLLM's CPU attention needs head_dim 64 or more, so these tests build their own tiny Qwen2 (the shared
-`tiny_model_dir` has head_dim 16) and random EAGLE / EAGLE-3 heads for it.
+vLLM's CPU attention needs head_dim 64 or more, so these tests run on `vllm_tiny_dir` (conftest.py; the shared
+`tiny_model_dir` has head_dim 16) and build random EAGLE / EAGLE-3 heads for it.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import build_engine, results_in, run_main
+from conftest import VLLM_TINY_SIZES, build_engine, results_in, run_main
 from specsweep.config.compose import compose_config
-from specsweep.config.store import register_configs
+from specsweep.config.register import register_configs
 from specsweep.config.validate import validate
 from specsweep.datasets import load_prompts
 from specsweep.session import Session
@@ -21,33 +21,8 @@ from specsweep.session import Session
 pytestmark = pytest.mark.slow
 register_configs()
 
-HIDDEN, INTERMEDIATE, HEADS, KV_HEADS = 128, 256, 2, 1  # head_dim 64
-
-
-@pytest.fixture(scope="session")
-def vllm_tiny_dir(tmp_path_factory, packaged_tokenizer_dir) -> Path:
-    """A 2-layer random float32 Qwen2 with the real Qwen tokenizer."""
-    import torch
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
-
-    out = tmp_path_factory.mktemp("vllm-tiny-qwen2")
-    tokenizer = AutoTokenizer.from_pretrained(packaged_tokenizer_dir)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=HIDDEN,
-        intermediate_size=INTERMEDIATE,
-        num_hidden_layers=2,
-        num_attention_heads=HEADS,
-        num_key_value_heads=KV_HEADS,
-        max_position_embeddings=2048,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    Qwen2ForCausalLM(config).to(torch.float32).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+HIDDEN, INTERMEDIATE = VLLM_TINY_SIZES["hidden_size"], VLLM_TINY_SIZES["intermediate_size"]  # the heads fit the target
+HEADS, KV_HEADS = VLLM_TINY_SIZES["num_attention_heads"], VLLM_TINY_SIZES["num_key_value_heads"]
 
 
 def _write_head(out: Path, architecture: str, vocab: int, shapes: dict, extra_config: dict) -> Path:
