@@ -25,7 +25,7 @@ class MethodSpec:
     name: str
     proposer: Proposer
     k_optional: bool  # k may be null: the engine or checkpoint supplies it
-    ngram_window: bool  # has a prompt-lookup window (ngram_min..ngram_max)
+    ngram_sizes: bool  # matches prompt n-grams of sizes ngram_min..ngram_max
     cost: ProposerCost
     summary: str
 
@@ -46,15 +46,15 @@ class MethodSpec:
         return None
 
 
-def _row(name, proposer, k_optional=False, ngram_window=False, cost="unknown", summary="") -> MethodSpec:
-    return MethodSpec(name, proposer, k_optional, ngram_window, cost, summary)
+def _row(name, proposer, k_optional=False, ngram_sizes=False, cost="unknown", summary="") -> MethodSpec:
+    return MethodSpec(name, proposer, k_optional, ngram_sizes, cost, summary)
 
 
 # fmt: off
 METHOD_TABLE: Dict[str, MethodSpec] = {m.name: m for m in (
     _row("none", "none", k_optional=True, summary="no speculation: plain autoregressive decoding (the baseline)"),
     _row("draft_model", "draft", cost="timed", summary="a small same-tokenizer LM drafts k tokens"),
-    _row("ngram", "none", ngram_window=True, cost="free", summary="prompt lookup: what followed the last n-gram match"),
+    _row("ngram", "none", ngram_sizes=True, cost="free", summary="prompt lookup: what followed the last n-gram match"),
     _row("eagle", "head", summary="EAGLE-1/2 head on the target's hidden states"),
     _row("eagle3", "head", summary="EAGLE-3 head fed by several target layers"),
     _row("medusa", "head", summary="Medusa heads predict k future tokens"),
@@ -62,7 +62,7 @@ METHOD_TABLE: Dict[str, MethodSpec] = {m.name: m for m in (
     _row("suffix", "none", k_optional=True, summary="suffix-tree drafting over prompt and earlier outputs"),
     _row("mtp", "none", k_optional=True, summary="the target's own multi-token-prediction layers"),
     _row("lookahead", "none", summary="Jacobi lookahead decoding; k is the window"),
-    _row("ngram_gpu", "none", ngram_window=True, cost="free", summary="prompt lookup matched by a GPU kernel (vLLM)"),
+    _row("ngram_gpu", "none", ngram_sizes=True, cost="free", summary="prompt lookup matched by a GPU kernel (vLLM)"),
     _row("dflash", "head", k_optional=True, summary="block-diffusion drafter; k null: its block size"),
     _row("dspark", "optional_head", k_optional=True, summary="DSpark parallel drafting; k null: its block size"),
 )}

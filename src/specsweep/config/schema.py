@@ -20,7 +20,7 @@ from specsweep.methods import METHOD_TABLE, Method, method_spec
 from specsweep.tracking.config import LoggerConfig
 
 MAX_SPECULATIVE_TOKENS = 64
-NGRAM_METHODS = tuple(m.name for m in METHOD_TABLE.values() if m.ngram_window)
+NGRAM_METHODS = tuple(m.name for m in METHOD_TABLE.values() if m.ngram_sizes)
 SPECULATION_FIELDS = ("num_speculative_tokens", "draft_model", "ngram_min", "ngram_max", "draft_tp_size")
 
 
@@ -37,7 +37,7 @@ class SpeculationConfig:
     backend_overrides: Dict[str, Any] = field(default_factory=dict)  # merged verbatim into the native config
 
     def check(self, cfg) -> List[Problem]:
-        """Which fields a method takes, k where the method needs one, and a valid n-gram window."""
+        """Which fields a method takes, k where the method needs one, and valid n-gram sizes."""
         row = method_spec(self.method)
         if row.name == "none":
             return [
@@ -50,7 +50,7 @@ class SpeculationConfig:
             problems.append(
                 ("speculation.num_speculative_tokens", None, f"an integer in [1, {MAX_SPECULATIVE_TOKENS}]")
             )
-        if not row.ngram_window:
+        if not row.ngram_sizes:
             allowed = f"null unless speculation.method is one of {', '.join(NGRAM_METHODS)}"
             problems += [
                 (f"speculation.{n}", getattr(self, n), allowed)

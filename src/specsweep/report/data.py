@@ -111,14 +111,14 @@ def load_jobs(paths: List[Path]) -> List[Job]:
     return sorted(jobs, key=lambda j: (tuple(str(x) for x in j.series), j.k if j.k is not None else -1))
 
 
-def _has_ngram_window(method: Any) -> bool:
-    return str(method) in METHOD_TABLE and method_spec(method).ngram_window
+def _matches_ngrams(method: Any) -> bool:
+    return str(method) in METHOD_TABLE and method_spec(method).ngram_sizes
 
 
 def series_label(series: Series, all_series: List[Series]) -> str:
-    """The method (with its n-gram window), plus the model, backend and dataset when the series differ in them."""
+    """The method (with its n-gram sizes), plus the model, backend and dataset when the series differ in them."""
     label = str(series.method)
-    if _has_ngram_window(series.method) and (series.ngram_min or series.ngram_max):
+    if _matches_ngrams(series.method) and (series.ngram_min or series.ngram_max):
         label += f" n={series.ngram_min or '?'}..{series.ngram_max or '?'}"
     if len({s.model for s in all_series}) > 1 or len({s.backend for s in all_series}) > 1:
         label += f" [{series.model}, {series.backend}]"
@@ -145,10 +145,10 @@ def load_curves(jobs: List[Job]) -> Dict[Tuple, List[Job]]:
 
 
 def curve_label(key: Tuple, all_keys: List[Tuple]) -> str:
-    """The method with its k (and n-gram window, request rate, and what else differs between the curves)."""
+    """The method with its k (and n-gram sizes, request rate, and what else differs between the curves)."""
     row = dict(zip(LOAD_FIELDS, key))
     label = f"{row['method']} k={row['k']}"
-    if _has_ngram_window(row["method"]) and (row["ngram_min"] or row["ngram_max"]):
+    if _matches_ngrams(row["method"]) and (row["ngram_min"] or row["ngram_max"]):
         label += f" n={row['ngram_min'] or '?'}..{row['ngram_max'] or '?'}"
     if row["request_rate"]:
         label += f", {row['request_rate']:g} req/s"
