@@ -125,6 +125,17 @@ def test_jsonl_dataset_errors_name_the_line(tmp_path: Path):
         (["speculation.k=3"], "speculation.k"),
         (["generation.max_new_tokens=-1"], "generation.max_new_tokens=-1 is invalid"),
         (["dataset=jsonl"], "dataset.path"),
+        # a key added with `+` is refused like any unknown key (Hydra would add it and the schema silently drop it)
+        (["+generation.max_tokenz=5", "--dry-run"], "generation.max_tokenz=5 is invalid: expected an existing field"),
+        (["+energy.bogus_field=1"], "energy.bogus_field=1 is invalid: expected an existing field; EnergyConfig has"),
+        (
+            ["-m", "hparams_search=draft_model_k", "+backend.bogus=1"],
+            "backend.bogus=1 is invalid: expected an existing",
+        ),
+        (
+            ["-m", "hparams_search=best_k", "speculation=none"],
+            "expected a speculative method for hparams_search=best_k",
+        ),
     ],
 )
 def test_cli_bad_input_is_one_line_exit_2_no_traceback(tmp_path, args, expected):
@@ -134,6 +145,19 @@ def test_cli_bad_input_is_one_line_exit_2_no_traceback(tmp_path, args, expected)
     assert len(lines) == 1 and expected in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "outputs").exists()  # nothing ran, nothing was written
+
+
+def test_declared_open_dicts_still_take_new_keys_with_plus(tmp_path):
+    proc = run_main(
+        "speculation=ngram",
+        "+speculation.backend_overrides.foo=1",
+        "+model.heads.eagle=x",
+        "--dry-run",
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout[proc.stdout.index("{") :])["native_config"]["generate_kwargs"]["foo"] == 1
 
 
 def test_support_matrix_is_printed_from_the_registry(tmp_path):

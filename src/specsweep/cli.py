@@ -60,13 +60,13 @@ def precheck(conf_dir: Path, argv: List[str], session) -> List[str]:
         print_support_matrix()
         sys.exit(0)
     argv = ["dry_run=true" if a == "--dry-run" else a for a in argv]
-    if any(a.startswith(("hparams_search=", "+hparams_search=", "hydra/sweeper=optuna")) for a in argv):
-        Path("outputs/optuna").mkdir(parents=True, exist_ok=True)  # the studies' SQLite files live here
     run_valid = "--run-valid" in argv
     argv = [a for a in argv if a != "--run-valid"]
     other_flags = [a for a in argv if a.split("=")[0] in HYDRA_FLAGS and a not in ("-m", "--multirun")]
     if any(a in ("-m", "--multirun") for a in argv) and not run_valid and not other_flags:
         check_grid(conf_dir, argv, session)
+    if any(a.startswith(("hparams_search=", "+hparams_search=", "hydra/sweeper=optuna")) for a in argv):
+        Path("outputs/optuna").mkdir(parents=True, exist_ok=True)  # the studies' SQLite files live here
     if any(a.split("=")[0] in HYDRA_FLAGS for a in argv):
         return argv
     cfg = check_overrides(conf_dir, [a for a in argv if not a.startswith(("hydra.", "hydra/"))], session)
@@ -87,6 +87,7 @@ def check_grid(conf_dir: Path, argv: List[str], session) -> None:
 
     overrides = [a for a in argv if not a.startswith("-") and not a.startswith(("hydra.", "hydra/"))]
     if any(a.split("=")[0].lstrip("+~") in ("hparams_search", "hydra/sweeper") for a in argv):
+        check_sweep_base(conf_dir, argv)
         return
     invalid = []
     jobs = grid_jobs(overrides)
@@ -102,6 +103,28 @@ def check_grid(conf_dir: Path, argv: List[str], session) -> None:
             file=sys.stderr,
         )
         sys.exit(2)
+
+
+BEST_K = ("hparams_search=best_k", "hydra/sweeper=best_k")
+
+
+def check_sweep_base(conf_dir: Path, argv: List[str]) -> None:
+    """A sweep whose jobs a sweeper chooses: what every job shares (the overrides that sweep nothing) must compose
+    with no unknown key, and must be something the sweeper can tune, before the first job runs."""
+    from specsweep.config.compose import compose_config
+    from specsweep.config.validate import ConfigError
+
+    fixed = [a for a in argv if not a.startswith("-") and not a.startswith(("hydra.", "hydra/"))]
+    fixed = [a for a in fixed if not any(c in a.split("=", 1)[-1] for c in ",()")]  # sweep expressions
+    try:
+        cfg = compose_config(fixed, conf_dir)
+    except ConfigError as err:
+        fail(str(err))
+    if any(a.lstrip("+") in BEST_K for a in argv) and cfg.speculation.method == "none":
+        fail(
+            "speculation.method='none' is invalid: expected a speculative method for hparams_search=best_k "
+            "(it tunes k), e.g. speculation=draft_model or speculation=ngram"
+        )
 
 
 def check_overrides(conf_dir: Path, overrides: List[str], session):

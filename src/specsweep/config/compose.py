@@ -3,8 +3,9 @@ composition problem turned into the same one-line `ConfigError` that validation 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import List, Sequence
+from typing import Any, Iterator, List, Sequence, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -14,8 +15,29 @@ from specsweep.config.validate import ConfigError
 
 
 def to_config(dcfg: DictConfig) -> ExperimentConfig:
-    """The composed DictConfig as the typed dataclass tree (backend: the selected backend's own class)."""
+    """The composed DictConfig as the typed dataclass tree (backend: the selected backend's own class); a key the
+    schema does not declare is a ConfigError, however it arrived."""
+    unknown = next(unknown_keys(dcfg), None)
+    if unknown is not None:
+        raise ConfigError(*unknown)
     return OmegaConf.to_object(dcfg)
+
+
+def unknown_keys(node: DictConfig, prefix: str = "") -> Iterator[Tuple[str, Any, str]]:
+    """Keys a `+key=value` override added to a typed section (Hydra adds them to a closed schema without a word, and
+    `to_object` then drops them: a misspelled field would silently not apply). Open dicts (`Dict[str, ...]` fields
+    such as speculation.backend_overrides or model.heads) take any key."""
+    schema = OmegaConf.get_type(node)
+    declared = {f.name for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else None
+    for key in node.keys():
+        path = f"{prefix}{key}"
+        if declared is not None and key not in declared:
+            names = ", ".join(sorted(declared))
+            yield path, node._get_node(key)._value(), f"an existing field; {schema.__name__} has: {names}"
+            continue
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            yield from unknown_keys(child, f"{path}.")
 
 
 def _option_error(err, overrides: Sequence[str]) -> ConfigError:
