@@ -195,29 +195,36 @@ def test_run_valid_runs_the_rest_and_the_sweep_ends_with_a_summary_and_exit_1(tm
     assert sorted(r["status"] for r in results_in(tmp_path)) == ["failed", "ok"]
 
 
-def test_secret_looking_values_never_reach_results_tables_or_wandb(tmp_path):
+def test_a_literal_secret_on_the_command_line_is_refused_in_one_line_without_echoing_it(tmp_path):
+    secret = "hf_sekrit_value_123"
+    proc = run_main(*toy_args(tmp_path), f"+speculation.backend_overrides.hf_token={secret}", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2 and secret not in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "specsweep: config error: +speculation.backend_overrides.hf_token=<redacted> is invalid: expected the "
+        "environment-variable form +speculation.backend_overrides.hf_token='${oc.env:HF_TOKEN}' (a literal secret "
+        "on the command line would be saved verbatim under .hydra/)"
+    ]
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_secret_looking_values_never_reach_any_file_under_run_and_sweep_dirs(tmp_path):
     from specsweep.results.redact import is_secret
 
     assert is_secret("hf_token") and is_secret("WANDB_API_KEY") and is_secret("password") and is_secret("auth")
     assert not any(map(is_secret, ["max_new_tokens", "num_speculative_tokens", "kv_cache_gib", "cache_key", "keys"]))
     secret = "hf_sekrit_value_123"
     args = [a for a in toy_args(tmp_path) if a != "logger=none"]
-    proc = run_main(
-        *args,
-        "logger=wandb",
-        f"+speculation.backend_overrides.hf_token={secret}",
-        cwd=tmp_path,
-        env={**toy_env(), "HOME": str(tmp_path / "home")},
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    (result,) = results_in(tmp_path)
-    assert result["config"]["speculation"]["backend_overrides"]["hf_token"] == "<redacted>"
-    assert "+speculation.backend_overrides.hf_token=<redacted>" in result["overrides"]
-    leaks = [
-        p
-        for p in (tmp_path / "outputs").rglob("*")
-        if p.is_file() and ".hydra" not in p.parts and secret.encode() in p.read_bytes()
-    ]
-    assert not leaks  # result.json, the tables, the row files and the offline W&B run (config, name) are clean
+    env = {**toy_env(), "HOME": str(tmp_path / "home"), "SPECSWEEP_TEST_HF_TOKEN": secret}
+    override = "+speculation.backend_overrides.hf_token=${oc.env:SPECSWEEP_TEST_HF_TOKEN}"
+    for mode in ([], ["-m"]):  # a run dir, then a sweep dir (multirun.yaml) with its job dir
+        proc = run_main(*mode, *args, "logger=wandb", override, "force=true", cwd=tmp_path, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    results = results_in(tmp_path)
+    assert len(results) == 2
+    for result in results:
+        assert result["config"]["speculation"]["backend_overrides"]["hf_token"] == "<redacted>"
+    files = [p for p in (tmp_path / "outputs").rglob("*") if p.is_file()]
+    assert any(p.name == "overrides.yaml" for p in files) and any(p.name == "multirun.yaml" for p in files)
+    leaks = [p for p in files if secret.encode() in p.read_bytes()]
+    assert not leaks  # .hydra/, multirun.yaml, result.json, the tables, the row files and the W&B run are clean
     assert list((tmp_path / "outputs").rglob("run-*.wandb"))  # the W&B run was written

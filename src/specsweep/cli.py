@@ -60,6 +60,7 @@ def precheck(conf_dir: Path, argv: List[str], session) -> List[str]:
         print_support_matrix()
         sys.exit(0)
     argv = ["dry_run=true" if a == "--dry-run" else a for a in argv]
+    refuse_literal_secrets(argv)
     run_valid = "--run-valid" in argv
     argv = [a for a in argv if a != "--run-valid"]
     other_flags = [a for a in argv if a.split("=")[0] in HYDRA_FLAGS and a not in ("-m", "--multirun")]
@@ -76,6 +77,25 @@ def precheck(conf_dir: Path, argv: List[str], session) -> List[str]:
         dry_run(cfg, session)
         sys.exit(0)
     return argv
+
+
+def refuse_literal_secrets(argv: List[str]) -> None:
+    """A secret-looking override with a literal value would be saved verbatim by Hydra (.hydra/overrides.yaml,
+    config.yaml, multirun.yaml): ask for the environment-variable form, which Hydra saves unresolved."""
+    from specsweep.results.redact import is_secret
+
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if arg.startswith("-") or not sep or not value or "${" in value or not is_secret(key.split(".")[-1]):
+            continue
+        try:
+            float(value)  # a number is a setting, not a secret (results.redact keeps numbers too)
+        except ValueError:
+            name = key.split(".")[-1].lstrip("+~").upper()
+            fail(
+                f"{key}=<redacted> is invalid: expected the environment-variable form {key}='${{oc.env:{name}}}' "
+                "(a literal secret on the command line would be saved verbatim under .hydra/)"
+            )
 
 
 def check_grid(conf_dir: Path, argv: List[str], session) -> None:
