@@ -33,9 +33,12 @@ def metrics_text() -> str:
     lines.append(f"# TYPE {name}_total counter")
     for i, n in enumerate(STATE["pos"]):
         lines.append(f'{name}_total{{engine="0",model_name="fake",position="{i}"}} {n}.0')
-    lines.append("# TYPE fake_max_in_flight gauge")
-    lines.append(f"fake_max_in_flight {STATE['max_in_flight']}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + max_in_flight_text()
+
+
+def max_in_flight_text() -> str:
+    """The stand-in's own gauge: the most requests it has served at once (what a concurrency test checks)."""
+    return f"# TYPE fake_max_in_flight gauge\nfake_max_in_flight {STATE['max_in_flight']}\n"
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -59,7 +62,8 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path == "/metrics" and ARGS.spec:
             self._send(200, metrics_text().encode(), "text/plain")
         elif self.path == "/metrics":
-            self._send(200, b"# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running 0\n", "text/plain")
+            gauges = f"# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running 0\n{max_in_flight_text()}"
+            self._send(200, gauges.encode(), "text/plain")
         else:
             self._send(404, b"{}")
 

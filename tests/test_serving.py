@@ -118,7 +118,7 @@ def test_streaming_records_per_request_at_a_fixed_concurrency(fake_server):
         assert 0.02 < r.ttft_s < r.e2e_s
     assert max(r.queued_s for r in records) > 0.1  # 6 requests, 2 slots: later ones waited for a slot
     gauge = [line for line in httpx.get(server.url + "/metrics").text.splitlines() if line.startswith("fake_max")]
-    assert gauge == [] or gauge == ["fake_max_in_flight 2"]
+    assert gauge == ["fake_max_in_flight 2"]  # the server saw 2 requests at once, never more
 
 
 def test_poisson_arrivals_send_requests_at_their_arrival_times(fake_server):
