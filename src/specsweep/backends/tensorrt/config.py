@@ -85,48 +85,31 @@ def check(cfg) -> List[Problem]:
         return [(field, version, f"a TensorRT-LLM version this mapping knows: {mapping.KNOWN_VERSIONS}")]
     if not installed and not cfg.dry_run:
         return [("backend", backend.name, INSTALL_HINT)]
-    problems = []
-    if (
-        speculation.method != "none"
-        and speculation.method in mapping.METHOD_RUNTIME
-        and mapping.METHOD_RUNTIME[speculation.method] != backend.runtime
-    ):
-        needed = mapping.METHOD_RUNTIME[speculation.method]
-        problems.append(
-            (
-                "backend.runtime",
-                backend.runtime,
-                f"{needed} for speculation.method={speculation.method} on TensorRT-LLM",
-            )
-        )
+    return _method_problems(speculation, backend, version) + _override_problems(speculation, version)
+
+
+def _method_problems(speculation, backend, version: str) -> List[Problem]:
+    """The runtime, version and field rules that depend on the method."""
+    method, problems = speculation.method, []
+    needed = mapping.METHOD_RUNTIME.get(method) if method != "none" else None
+    if needed is not None and needed != backend.runtime:
+        allowed = f"{needed} for speculation.method={method} on TensorRT-LLM"
+        problems.append(("backend.runtime", backend.runtime, allowed))
     api = mapping.api_for(version)
-    if speculation.method != "none" and speculation.method not in mapping.METHODS_BY_API[api]:
-        allowed = ", ".join(mapping.METHODS_BY_API[api])
-        problems.append(
-            (
-                "speculation.method",
-                speculation.method,
-                f"a method TensorRT-LLM {version} maps: {allowed} (EAGLE-1/2 needs 1.2.x)",
-            )
+    if method != "none" and method not in mapping.METHODS_BY_API[api]:
+        allowed = (
+            f"a method TensorRT-LLM {version} maps: {', '.join(mapping.METHODS_BY_API[api])} (EAGLE-1/2 needs 1.2.x)"
         )
+        problems.append(("speculation.method", method, allowed))
     if speculation.draft_tp_size not in (None, backend.tensor_parallel_size):
-        problems.append(
-            (
-                "speculation.draft_tp_size",
-                speculation.draft_tp_size,
-                f"null or {backend.tensor_parallel_size} (backend.tensor_parallel_size): "
-                "TensorRT-LLM's draft shares the target's mapping",
-            )
+        allowed = (
+            f"null or {backend.tensor_parallel_size} (backend.tensor_parallel_size): "
+            "TensorRT-LLM's draft shares the target's mapping"
         )
-    if speculation.method == "ngram" and speculation.ngram_min not in (None, 1):
-        problems.append(
-            (
-                "speculation.ngram_min",
-                speculation.ngram_min,
-                "1 or null on backend=tensorrt (TensorRT-LLM has no minimum n-gram size)",
-            )
-        )
-    problems.extend(_override_problems(speculation, version))
+        problems.append(("speculation.draft_tp_size", speculation.draft_tp_size, allowed))
+    if method == "ngram" and speculation.ngram_min not in (None, 1):
+        allowed = "1 or null on backend=tensorrt (TensorRT-LLM has no minimum n-gram size)"
+        problems.append(("speculation.ngram_min", speculation.ngram_min, allowed))
     return problems
 
 
