@@ -25,7 +25,7 @@ from specsweep.config.register import register_configs
 from specsweep.config.validate import validate
 from specsweep.datasets import load_prompts
 from specsweep.energy import NoEnergyMeter
-from specsweep.measure.runner import measure_phase
+from specsweep.measure.phases import measure_phase
 from specsweep.models.resolve import resolve_models
 from specsweep.session import Session
 

@@ -85,20 +85,20 @@ class Bench:
         from rich.progress import Progress
 
         from specsweep.energy import NoEnergyMeter
-        from specsweep.measure import runner
+        from specsweep.measure import baseline, phases, summary
 
         cfgs = {k: self.cfg(k) for k in KS}
         cfgs.update(self.adaptive_cfgs())
         prompts = self.prompts(cfgs[1])
         start = time.perf_counter()
-        engines = {"baseline": self.build(runner.baseline_config(cfgs[1]))}
+        engines = {"baseline": self.build(baseline.baseline_config(cfgs[1]))}
         engines.update({key: self.build(cfg) for key, cfg in cfgs.items()})
         with Progress(disable=True) as progress:
-            phases = runner.measure_interleaved(engines, prompts, cfgs[1], NoEnergyMeter(), progress)
+            measured = phases.measure_interleaved(engines, prompts, cfgs[1], NoEnergyMeter(), progress)
         for engine in engines.values():
             engine.close()
-        base = phases["baseline"]
-        speedups = {key: runner.summarize(cfg, prompts, phases[key], base).metrics.speedup for key, cfg in cfgs.items()}
+        base = measured["baseline"]
+        speedups = {key: summary.phase_metrics(measured[key], base).speedup for key in cfgs}
         return speedups, time.perf_counter() - start
 
     def tuner(self):

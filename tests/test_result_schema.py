@@ -1,6 +1,6 @@
 """result.json's contract: the committed JSON Schema and README table are generated from the types, and a result
-the runner builds (here with a fake engine and meter, so no model loads) validates; a broken one does not.
-conftest.py validates every result.json the rest of the suite's jobs write against the same schema."""
+the runner builds (here with the fake engine and meter of tests/fakes.py, so no model loads) validates; a broken
+one does not. conftest.py validates every result.json the rest of the suite's jobs write against the same schema."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import shutil
 import pytest
 
 from conftest import REPO, job_results_under
+from fakes import FakeEngines, FakeMeter
 from specsweep.config.compose import compose_config
-from specsweep.core import AcceptanceCounts, Generation, Prompt
-from specsweep.energy import EnergyReading
+from specsweep.core import AcceptanceCounts, Prompt
 from specsweep.measure import runner
 from specsweep.results import Result, config_hash, write_result
 from specsweep.results.schema import (
@@ -64,55 +64,6 @@ def test_schema_says_every_key_is_written_and_no_other(schema):
     assert {"type": "null"} in schema["properties"]["metrics"]["anyOf"]  # a failed job may not have reached it
 
 
-class FakeEngine:
-    """Generates fixed outputs instantly: `speculative` ones report acceptance counts, and prompt 'b' differs."""
-
-    def __init__(self, speculative: bool):
-        self.speculative = speculative
-
-    def generate(self, prompts):
-        out = []
-        for p in prompts:
-            ids = [1, 2, 3, 4] if p.id == "a" or not self.speculative else [1, 2, 9, 9]
-            acceptance = AcceptanceCounts(drafted=6, accepted=4, num_drafts=2, accepted_per_position=[2, 1, 1])
-            out.append(Generation(p.id, 5, ids, 0.4, 0.1, acceptance if self.speculative else None, "text"))
-        return out
-
-    def synchronize(self):
-        pass
-
-    def close(self):
-        pass
-
-    def lossless_note(self):
-        return None
-
-    def peak_memory(self):
-        return {"peak_memory_mb": 12.5, "peak_memory_source": "fake", "peak_memory_per_device_mb": None}
-
-    def environment(self):
-        return {"engine": "fake"}
-
-
-class FakeMeter:
-    """2 joules per window from one device; idle power measured (so the idle-corrected figures are filled in)."""
-
-    source = "fake-meter"
-
-    def __init__(self):
-        self.context = {
-            "counter_update_s": 0.1,
-            "not_measured": {"dram": "no counter"},
-            "idle": {"watts": {"gpu": 1.0}, "seconds": 1.0, "estimated": False, "source": "measured"},
-        }
-
-    def begin(self, key):
-        pass
-
-    def end(self, key):
-        return EnergyReading(2.0, 0.5, {"gpu": 2.0}, self.source, context=self.context)
-
-
 def measured_result() -> dict:
     cfg = compose_config(
         [
@@ -124,8 +75,10 @@ def measured_result() -> dict:
     )
     prompts = [Prompt("a", "code", "x"), Prompt("b", "chat", "y")]
     result = Result.start(cfg, config_hash(cfg), ["speculation=ngram"])
-    build = lambda run_cfg: FakeEngine(run_cfg.speculation.method != "none")  # noqa: E731
-    result.measured(runner.run(cfg, prompts, build, FakeMeter(), Session()))
+    # speculative outputs report acceptance counts, and prompt 'b' differs from the baseline's at token 2
+    acceptance = AcceptanceCounts(drafted=6, accepted=4, num_drafts=2, accepted_per_position=[2, 1, 1])
+    engines = FakeEngines(tokens=4, per_token_s=0.1, acceptance=acceptance, diverge={"b": 2})
+    result.measured(runner.run(cfg, prompts, engines, FakeMeter(), Session()))
     result.status, result.finished_at = "ok", "2026-01-01T00:00:01+00:00"
     return result.to_dict()
 

@@ -1,12 +1,16 @@
 """Leviathan et al.'s speculative-decoding model: closed forms, limits, the alpha estimator, the result section."""
 
+import copy
 import math
 import random
 
 import pytest
 
-from specsweep.measure import theory
+from fakes import FakeEngines
+from specsweep.core import Prompt
+from specsweep.measure import cost_model, theory
 from specsweep.results.types import Metrics
+from specsweep.session import Session
 
 
 @pytest.mark.parametrize("alpha", [0.1, 0.5, 0.8, 0.95, 0.999])
@@ -101,20 +105,9 @@ def test_section_labels_predictions_and_uses_measured_inputs():
     assert math.isclose(no_c.predicted_tokens_per_step, theory.expected_tokens_per_step(alpha, 5))
 
 
-class _FakeEngine:
-    def __init__(self, tpot):
-        self.tpot, self.closed = tpot, False
-
-    def generate(self, prompts):
-        from specsweep.core import Generation
-
-        return [Generation(p, 3, [1] * 11, wall_s=0.1 + 10 * self.tpot, ttft_s=0.1, acceptance=None) for p in prompts]
-
-    def close(self):
-        self.closed = True
-
-
-def test_measure_cost_ratio_times_the_draft_as_target(tmp_path):
+def test_the_draft_timed_alone_gives_c_and_leaves_the_jobs_config_as_it_is():
+    """Where the speculative engine cannot time its forwards, c is the draft decoding alone over the baseline's TPOT
+    (measure/cost_model.py: the engine I/O that theory.py no longer does)."""
     from specsweep.backends.pytorch.config import PytorchBackendConfig
     from specsweep.config.schema import ExperimentConfig, ModelConfig, SpeculationConfig
 
@@ -123,29 +116,37 @@ def test_measure_cost_ratio_times_the_draft_as_target(tmp_path):
         model=ModelConfig(name="m", target="T", draft="D"),
         speculation=SpeculationConfig(method="draft_model", num_speculative_tokens=3),
     )
-    built = []
+    prompts = [Prompt("a", "code", "x"), Prompt("b", "chat", "y")]
+    engines = FakeEngines(tokens=11, per_token_s=0.02)  # the draft decodes at 0.02 s per token
 
-    def build(c):
-        built.append((c.model.target, c.speculation.method))
-        return _FakeEngine(0.02)
-
-    import copy
-
-    no_spec = copy.deepcopy(cfg)
-    no_spec.speculation = SpeculationConfig()
-    out = theory.measure_cost_ratio(cfg, ["a", "b"], build, no_spec, target_tpot_s=0.08)
-    assert built == [("D", "none")]
+    out = cost_model.draft_alone(cfg, prompts, engines, target_tpot_s=0.08)
+    assert [(c.model.target, c.model.draft, str(c.speculation.method)) for c in engines.built] == [("D", None, "none")]
+    assert engines.open == [] and (cfg.model.target, cfg.model.draft) == ("T", "D")  # closed; cfg left as it was
     assert out["cost_ratio"] == pytest.approx(0.25) and out["draft_tpot_s"] == pytest.approx(0.02)
-    assert theory.measure_cost_ratio(cfg, ["a"], build, copy.deepcopy(no_spec), None)["cost_ratio"] is None
+    assert cost_model.draft_alone(cfg, prompts, engines, None)["cost_ratio"] is None
 
     def broken(c):
         raise RuntimeError("no memory")
 
-    failed = theory.measure_cost_ratio(cfg, ["a"], broken, copy.deepcopy(no_spec), 0.08)
+    failed = cost_model.draft_alone(cfg, prompts, broken, 0.08)
     assert failed["cost_ratio"] is None and "no memory" in failed["cost_ratio_source"]
     ngram = copy.deepcopy(cfg)
     ngram.speculation = SpeculationConfig(method="ngram", num_speculative_tokens=3)
-    assert theory.measure_cost_ratio(ngram, ["a"], broken, no_spec, 0.08)["cost_ratio"] == 0.0
+    cost, _ = cost_model.cost_ratio(ngram, prompts, broken, None, cost_model.TimedSteps(), None, Session())
+    assert cost == {"cost_ratio": 0.0, "cost_ratio_source": cost_model.NGRAM_COST}  # nothing built: c = 0
+
+
+def test_theory_is_pure_it_builds_no_engine_and_changes_no_argument():
+    import inspect
+
+    source = inspect.getsource(theory)
+    assert (
+        "build_engine" not in source and "measure_cost_ratio" not in source and "import specsweep.measure" not in source
+    )
+    metrics = Metrics(accepted_tokens=23, num_drafts=10, drafted_tokens=50, acceptance_rate=0.46, speedup=1.4)
+    before, cost = copy.deepcopy(metrics), {"cost_ratio": 0.2, "cost_ratio_source": "measured"}
+    theory.section("draft_model", 5, metrics, cost)
+    assert metrics == before and cost == {"cost_ratio": 0.2, "cost_ratio_source": "measured"}
 
 
 # --- the measured-acceptance cost model (theory.cost_curve) ------------------------------------------------------

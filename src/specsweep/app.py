@@ -18,6 +18,7 @@ from specsweep import backends, job, results
 from specsweep.config.compose import to_config
 from specsweep.config.schema import ExperimentConfig
 from specsweep.config.validate import validate
+from specsweep.core import one_line
 from specsweep.methods import method_spec
 from specsweep.models.resolve import draft_reference, resolve_models
 from specsweep.session import Session
@@ -53,20 +54,17 @@ def measure(cfg: ExperimentConfig, prompts, session: Session):
         return backends.build_engine(run_cfg, resolve_models(run_cfg), session)
 
     meter = make_meter(cfg.energy, session)
-    try:
-        sections = runner.run(cfg, prompts, build_engine, meter, session)
-    finally:
-        close_error = _close_meter(meter)  # never raises: a meter failing at the end must not lose the measurement
-    sections.energy.meter_error = close_error
-    return sections
+    # the runner closes the meter when measuring ends, whatever happens; its error becomes energy.meter_error
+    return runner.run(cfg, prompts, build_engine, meter, session, close_meter=_close_meter)
 
 
 def _close_meter(meter) -> Optional[str]:
+    """Close the meter; never raises: a meter failing at the end must not lose the measurement (-> its error)."""
     try:
         meter.close()
     except Exception as err:
         log.error("the energy meter failed to close: %s: %s", type(err).__name__, err)
-        return f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+        return one_line(err)
     return None
 
 

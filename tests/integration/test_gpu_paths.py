@@ -18,7 +18,7 @@ from specsweep.backends.pytorch.device import Accelerator, Cuda, accelerator_for
 from specsweep.config.compose import compose_config
 from specsweep.core import Prompt
 from specsweep.energy import NoEnergyMeter
-from specsweep.measure import runner
+from specsweep.measure import phases
 
 GIB = 2**30
 
@@ -90,7 +90,7 @@ def cuda_engine(tiny_model_dir):
 def test_every_timing_and_energy_window_edge_waits_for_the_device(cuda_engine):
     cfg, engine, _api, calls = cuda_engine
     with Progress(disable=True) as progress:
-        runner.measure_phase(engine, PROMPTS, cfg, RecordingMeter(calls), "speculative", progress)
+        phases.measure_phase(engine, PROMPTS, cfg, RecordingMeter(calls), "speculative", progress)
     window = [  # one window per prompt (batch size 1)
         ("synchronize", 1),  # the energy window opens on an idle device
         ("meter.begin", "speculative"),

@@ -107,7 +107,8 @@ def test_step_costs_time_forwards_of_n_new_tokens_on_the_cached_prompt_in_rounds
     context = len(engine.encode(prompt))
     costs = engine.step_costs(prompt, 4, repeats=2)
     verify = costs["verify_s"]
-    assert len(verify) == 4 and all(0 < a <= b for a, b in zip(verify, verify[1:])) and costs["draft_token_s"] > 0
+    # raw medians (the cost model makes them non-decreasing, measure/cost_model.py)
+    assert len(verify) == 4 and all(v > 0 for v in verify) and costs["draft_token_s"] > 0
     # the target: one prefill of the prompt per n, then 3 rounds (a warm-up and 2 timed) of n = 1..4 new tokens,
     # each on the prompt's cache trimmed back to its own length
     prefills, timed = engine.model.seen[:4], engine.model.seen[4:]

@@ -71,9 +71,9 @@ class BackendConfig:
     # Why this backend cannot hold a baseline and a speculative engine at once (None: it can, so their generations
     # are interleaved; see measurement.pairing). The default is the safe answer for a backend that has not said.
     holds_one_engine: ClassVar[Optional[str]] = "the backend does not declare that it can hold two engines at once"
-    # A served backend measures a server under load: one generate() call sends every prompt as a request, at most
-    # generation.concurrency in flight (specsweep.serving); offline backends generate in generation.batch_size batches.
-    served: ClassVar[bool] = False
+    # How many measured no-speculation baselines a process keeps for later jobs with the same key (measure/baseline.py):
+    # offline, the last one; a served backend pairs each load level with its own (ServedBackendConfig keeps more).
+    kept_baselines: ClassVar[int] = 1
 
     name: str = MISSING  # backend id, as chosen with `backend=<name>`
 
@@ -196,10 +196,56 @@ class Backend(ABC):
             "peak_memory_per_device_mb": None,
         }
 
+    # --- what differs between kinds of engine (offline, served), with the offline answer -------------------------
+
+    def timed_batches(self, prompts: List[Prompt]) -> List[List[Prompt]]:
+        """The prompts as the runner times them, one generate() call (one timed window) per batch: offline,
+        generation.batch_size at a time (a served engine sends every prompt in one load run)."""
+        size = self.generation.batch_size
+        return [prompts[i : i + size] for i in range(0, len(prompts), size)]
+
+    def acceptance_facts(self) -> Dict[str, Optional[str]]:
+        """Where the acceptance counts come from, or why a speculative job has none: {"acceptance_source",
+        "acceptance_unavailable_reason"}. None and None here: each Generation carries its own counts."""
+        return {"acceptance_source": None, "acceptance_unavailable_reason": None}
+
+    def extra_sections(self) -> Tuple[str, ...]:
+        """The result.json sections this kind of engine adds, by name (none here; a served engine adds "serving").
+        The measurement builds each from its phases and this engine's facts (measure/summary.py), so an engine
+        names a section and never imports the measurement."""
+        return ()
+
+    # Why the draft/target cost ratio c of the theory section is not measured for this engine's jobs (None: it is).
+    no_cost_ratio: ClassVar[Optional[str]] = None
+
+    # --- the cost model's timed forwards (measure/cost_model.py) ---------------------------------------------------
+
+    # How step_costs times its forwards, as the cost curve's `source` says it ({repeats}: the rounds timed).
+    step_timing: ClassVar[str] = (
+        "t_verify(n), t_draft: median of {repeats} rounds of timed forwards (after one warm-up round; every round "
+        "times each n once) over n new tokens on the first prompt's cached context"
+    )
+
     def step_costs(self, prompt: Prompt, n_max: int, repeats: int = 7) -> Dict[str, Any]:
-        """Timed forwards for the cost model (measurement.cost_model): {"verify_s": [t_verify(n) for n = 1..n_max],
-        "draft_token_s": t_draft (0.0 without a draft model), "source": how}. Engines that cannot time one forward
-        of the target raise NotImplementedError with why."""
+        """Timed forwards, as raw medians: {"verify_s": [t_verify(n) for n = 1..n_max], "draft_token_s": t_draft
+        (None: no draft model forward to time), "timing": how (`step_timing`)}. The cost model post-processes them
+        (measure/cost_model.py). A template: engines supply `forward_timers` (or, timing elsewhere, override
+        `timed_forwards`); those that cannot time one forward of the target raise NotImplementedError with why."""
+        medians = self.timed_forwards(prompt, n_max, repeats)
+        return {
+            "verify_s": [medians[n] for n in range(1, n_max + 1)],
+            "draft_token_s": medians.get("draft"),
+            "timing": self.step_timing.format(repeats=repeats),
+        }
+
+    def timed_forwards(self, prompt: Prompt, n_max: int, repeats: int) -> Dict[Any, float]:
+        """The median seconds of every `forward_timers` timer, timed in rounds (`time_in_rounds`). An engine that
+        times in another process (vLLM's worker) overrides this instead."""
+        return time_in_rounds(self.forward_timers(prompt, n_max), repeats)
+
+    def forward_timers(self, prompt: Prompt, n_max: int) -> Dict[Any, Callable[[], float]]:
+        """Callables that time one forward each and return its seconds: n (1..n_max) -> the target over n new tokens
+        after the prompt's cached context, and "draft" -> the draft model over 1 new token (where there is one)."""
         raise NotImplementedError(f"backend={self.name} cannot time single target forwards")
 
     def lossless_note(self) -> Optional[str]:

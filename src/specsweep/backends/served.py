@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, ClassVar, Dict, List, Optional
+from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
 from specsweep.backends.base import Backend
 from specsweep.core import AcceptanceCounts, Generation, Prompt
@@ -31,6 +31,7 @@ class ServedBackend(Backend):
 
     acceptance_reason: ClassVar[Optional[str]] = "this server exposes no acceptance counters"
     acceptance_source: ClassVar[Optional[str]] = None
+    no_cost_ratio = "not measured on a served backend (timing the draft alone would start another server)"
 
     def __init__(self, cfg, native: Dict[str, Any], models, session):
         super().__init__(cfg, native, models, session)
@@ -177,6 +178,14 @@ class ServedBackend(Backend):
             return {"peak_memory_mb": None, "peak_memory_source": reason, "peak_memory_per_device_mb": None}
         return {**self.server.peak_memory_mb(), "peak_memory_per_device_mb": None}
 
+    def timed_batches(self, prompts: List[Prompt]) -> List[List[Prompt]]:
+        """One load run over every prompt per timed call (generation.concurrency in flight)."""
+        return [prompts]
+
+    def extra_sections(self) -> Tuple[str, ...]:
+        """The `serving` section: the load and per-request latencies (built by measure/serving_stats.py)."""
+        return ("serving",)
+
     def acceptance_facts(self) -> Dict[str, Optional[str]]:
         """Where acceptance comes from, or why there is none (speculative configurations only)."""
         if self.method == "none":
@@ -206,4 +215,3 @@ class ServedBackend(Backend):
         else:
             self.server.stop()
         self.server = None
-

@@ -21,7 +21,9 @@ class ServedBackendConfig(BackendConfig):
     external server can be measured at `url`, and the flags specsweep sets may not be passed again."""
 
     managed_flags: ClassVar[Dict[str, str]] = {}  # server flag -> the field that sets it
-    served = True  # TODO(refactor in progress): removed once measure/ stops reading it
+    # Each load level is paired with its own baseline (generation.concurrency is in the baseline key), and a sweep
+    # such as speculation=none,ngram generation.concurrency=1,4 runs every `none` job first: keep them all.
+    kept_baselines = 16
 
     def generation_problems(self, cfg) -> List[Problem]:
         if cfg.generation.batch_size != 1:

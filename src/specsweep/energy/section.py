@@ -89,43 +89,55 @@ def _idle_corrected(speculative, base, accepted: Optional[int]) -> IdleCorrected
     total = _phase_energy(speculative)
     per_device = _idle_corrected_joules(speculative, total, idle["watts"])
     joules = sum(per_device.values()) if per_device is not None else None
-    tokens = speculative.output_tokens()
-    corrected = IdleCorrected(
+    joules_per_token = ratio(joules, speculative.output_tokens())
+    return IdleCorrected(
         joules=joules,
         per_device=per_device,
-        joules_per_token=ratio(joules, tokens),
+        joules_per_token=joules_per_token,
         joules_per_accepted_token=ratio(joules, accepted),
         idle_watts=idle["watts"],
         idle_seconds=idle["seconds"],
         idle_source=idle["source"],
         estimated=total.estimated or idle["estimated"],
+        **(_idle_corrected_baseline(base, idle["watts"], joules_per_token) if base is not None else {}),
     )
-    if base is not None:
-        base_devices = _idle_corrected_joules(base, _phase_energy(base), idle["watts"])
-        corrected.baseline_joules = sum(base_devices.values()) if base_devices is not None else None
-        corrected.baseline_joules_per_token = ratio(corrected.baseline_joules, base.output_tokens())
-        corrected.energy_ratio = ratio(corrected.joules_per_token, corrected.baseline_joules_per_token)
-    return corrected
 
 
-def _add_baseline(energy: Energy, base) -> None:
+def _idle_corrected_baseline(base, watts: Dict[str, float], joules_per_token: Optional[float]) -> Dict[str, Any]:
+    """The baseline's idle-corrected figures, and the ratio of the idle-corrected energies per token."""
+    per_device = _idle_corrected_joules(base, _phase_energy(base), watts)
+    joules = sum(per_device.values()) if per_device is not None else None
+    baseline_joules_per_token = ratio(joules, base.output_tokens())
+    return {
+        "baseline_joules": joules,
+        "baseline_joules_per_token": baseline_joules_per_token,
+        "energy_ratio": ratio(joules_per_token, baseline_joules_per_token),
+    }
+
+
+def _baseline(base, joules_per_token: Optional[float]) -> Dict[str, Any]:
     """The baseline phase's figures, and the speculative/baseline energy-per-token ratio."""
     total = _phase_energy(base)
-    energy.baseline_joules = total.joules
-    energy.baseline_per_device = total.per_device
-    energy.baseline_joules_per_token = ratio(total.joules, base.output_tokens())
-    energy.baseline_windows = _windows(base)
-    energy.energy_ratio = ratio(energy.joules_per_token, energy.baseline_joules_per_token)
-    energy.baseline_unavailable_reason = total.unavailable_reason
+    baseline_joules_per_token = ratio(total.joules, base.output_tokens())
+    return {
+        "baseline_joules": total.joules,
+        "baseline_per_device": total.per_device,
+        "baseline_joules_per_token": baseline_joules_per_token,
+        "baseline_windows": _windows(base),
+        "energy_ratio": ratio(joules_per_token, baseline_joules_per_token),
+        "baseline_unavailable_reason": total.unavailable_reason,
+    }
 
 
-def energy_section(speculative, base, accepted: Optional[int]) -> Energy:
-    """Raw and (when an idle baseline exists) idle-corrected energy; energy_ratio = J/token over baseline J/token."""
+def energy_section(speculative, base, accepted: Optional[int], meter_error: Optional[str] = None) -> Energy:
+    """Raw and (when an idle baseline exists) idle-corrected energy; energy_ratio = J/token over baseline J/token.
+    meter_error: the meter's failure to close at the end, if any."""
     total = _phase_energy(speculative)
-    energy = Energy(
+    joules_per_token = ratio(total.joules, speculative.output_tokens())
+    return Energy(
         joules=total.joules,
         per_device=total.per_device,
-        joules_per_token=ratio(total.joules, speculative.output_tokens()),
+        joules_per_token=joules_per_token,
         joules_per_accepted_token=ratio(total.joules, accepted),
         joules_per_accepted_token_reason=_per_accepted_token_reason(accepted),
         source=total.source,
@@ -133,8 +145,7 @@ def energy_section(speculative, base, accepted: Optional[int]) -> Energy:
         unavailable_reason=total.unavailable_reason,
         not_measured=_context(speculative).get("not_measured", {}),
         windows=_windows(speculative),
+        idle_corrected=_idle_corrected(speculative, base, accepted),
+        meter_error=meter_error,
+        **(_baseline(base, joules_per_token) if base is not None else {}),
     )
-    if base is not None:
-        _add_baseline(energy, base)
-    energy.idle_corrected = _idle_corrected(speculative, base, accepted)
-    return energy

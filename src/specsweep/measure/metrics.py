@@ -49,6 +49,11 @@ def tpot_s(gen: Generation) -> Optional[float]:
     return (gen.wall_s - gen.ttft_s) / (output_tokens(gen) - 1)
 
 
+def median_known(values: Sequence[Optional[float]]) -> float:
+    """Median of the known values; NaN (written as null) when none is known."""
+    return median([v for v in values if v is not None] or [float("nan")])
+
+
 def percentiles(values: Sequence[Optional[float]]) -> Dict[str, object]:
     """n, mean, and the 50th, 90th and 99th percentiles (linear interpolation) of the known values."""
     xs = [float(v) for v in values if v is not None and not math.isnan(v)]

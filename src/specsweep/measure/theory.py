@@ -6,15 +6,15 @@ tokens, and one draft forward costs c target forwards (c = draft step time / tar
     expected tokens per target step  E[k]   = (1 - alpha^(k+1)) / (1 - alpha)           (= k + 1 at alpha = 1)
     expected speedup                 S(k,c) = (1 - alpha^(k+1)) / ((1 - alpha) (k c + 1))
 
-Everything here is a pure function of measured numbers, except `measure_cost_ratio`, which times the draft LM.
+Everything here is a pure function of measured numbers: no engine, no I/O, no argument changed (the timing that
+gives c and the curve's forward times is in measure/cost_model.py). The measurement and the report both use it.
 Predictions are labelled `predicted_*` in result.json; measurements keep their own names.
 """
 
 from __future__ import annotations
 
 import math
-from statistics import median
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from specsweep.results.types import CostCurve, CurvePoint, Metrics, Theory
 
@@ -26,7 +26,6 @@ ALPHA_ESTIMATOR = (
     "alpha solves sum_{i=1..d} alpha^i = accepted/num_drafts, with d = drafted/num_drafts (mean draft length): "
     "the i.i.d. alpha that reproduces the measured mean acceptance length; accepted/drafted is not alpha"
 )
-NGRAM_COST = "c=0: the ngram proposer is a table lookup in the context (no model forward); not timed"
 
 
 def _check(alpha: float, k: float, c: float = 0.0) -> None:
@@ -112,15 +111,23 @@ def fit_alpha(accepted: int, num_drafts: int, drafted: int) -> Optional[float]:
     return (lo + hi) / 2
 
 
-def section(method: str, k: Optional[int], metrics: Metrics, cost: Dict[str, Any]) -> Optional[Theory]:
+def section(
+    method: str,
+    k: Optional[int],
+    metrics: Metrics,
+    cost: Dict[str, Any],
+    curve: Optional[CostCurve] = None,
+    curve_note: Optional[str] = None,
+) -> Optional[Theory]:
     """result.json's `theory` section for one job: measured alpha and c in, predictions out (None: no speculation).
 
-    `cost` is what `measure_cost_ratio` returns: cost_ratio and cost_ratio_source, with the two TPOTs when timed."""
+    `cost` is what measure/cost_model.cost_ratio gives: cost_ratio and cost_ratio_source, with the two TPOTs when
+    the draft was timed decoding alone. curve, curve_note: the cost model's curve, or why it is missing."""
     if method == "none":
         return None
     alpha = fit_alpha(metrics.accepted_tokens or 0, metrics.num_drafts or 0, metrics.drafted_tokens or 0)
     c = cost.get("cost_ratio")
-    out = Theory(
+    return Theory(
         model=MODEL_NAME,
         k=k,
         alpha=alpha,
@@ -133,59 +140,27 @@ def section(method: str, k: Optional[int], metrics: Metrics, cost: Dict[str, Any
         target_tpot_s=cost.get("target_tpot_s"),
         measured_tokens_per_step=metrics.mean_acceptance_length,
         measured_speedup=metrics.speedup,
+        curve=curve,
+        curve_note=curve_note,
+        **_predictions(alpha, k, c),
     )
+
+
+def _predictions(alpha: Optional[float], k: Optional[int], c: Optional[float]) -> Dict[str, Any]:
+    """The `predicted_*` fields and the note, as far as alpha, k and c allow."""
     if alpha is None or k is None:
         missing = "no draft tokens were counted" if alpha is None else "this method has no fixed k"
-        out.note = f"no prediction: {missing}"
-        return out
-    out.predicted_tokens_per_step = expected_tokens_per_step(alpha, k)
+        return {"note": f"no prediction: {missing}"}
+    tokens = expected_tokens_per_step(alpha, k)
     if c is None:
-        out.note = "no speedup prediction: the cost ratio c was not measured"
-        return out
-    out.predicted_speedup = expected_speedup(alpha, k, c)
-    out.predicted_best_k, out.predicted_best_speedup, out.note = best_k(alpha, c)
-    return out
-
-
-def measure_cost_ratio(
-    cfg, prompts: List, build_engine: Callable, no_spec_cfg, target_tpot_s: Optional[float]
-) -> Dict[str, Any]:
-    """Measure c in this run: the draft LM decoding alone (built as the target with no speculation, same backend,
-    dtype and generation settings; one warm-up then up to 3 prompts), TPOT draft / TPOT target, where the
-    target's TPOT comes from this run's baseline phase. Never raises: a failure leaves c unmeasured, with why."""
-    from specsweep.measure import metrics
-    from specsweep.methods import method_spec
-    from specsweep.models.resolve import draft_reference
-
-    spec = method_spec(cfg.speculation.method)
-    if spec.cost == "free":
-        return {"cost_ratio": 0.0, "cost_ratio_source": NGRAM_COST}
-    if spec.cost != "timed":
-        return {"cost_ratio": None, "cost_ratio_source": f"not measured for method={spec.name}"}
-    if not target_tpot_s:
-        return {
-            "cost_ratio": None,
-            "cost_ratio_source": "no target TPOT to divide by (no baseline phase, or its outputs were under 2 tokens)",
-        }
-    no_spec_cfg.model.target, no_spec_cfg.model.draft = draft_reference(cfg), None
-    try:
-        engine = build_engine(no_spec_cfg)
-        try:
-            engine.generate(prompts[:1])
-            tpots = [t for g in engine.generate(prompts[:3]) if (t := metrics.tpot_s(g)) is not None]
-        finally:
-            engine.close()
-    except Exception as err:  # the theory is a by-product: timing the draft must never fail the run
-        return {"cost_ratio": None, "cost_ratio_source": f"draft timing failed: {type(err).__name__}: {err}"}
-    if not tpots:
-        return {"cost_ratio": None, "cost_ratio_source": "draft timing produced fewer than 2 tokens per prompt"}
-    draft_tpot = median(tpots)
+        return {"predicted_tokens_per_step": tokens, "note": "no speedup prediction: the cost ratio c was not measured"}
+    best, best_speedup, note = best_k(alpha, c)
     return {
-        "cost_ratio": draft_tpot / target_tpot_s,
-        "cost_ratio_source": f"measured: median draft TPOT over {len(tpots)} prompt(s) / "
-        "median target TPOT of the baseline phase",
-        "draft_tpot_s": draft_tpot,
-        "target_tpot_s": target_tpot_s,
+        "predicted_tokens_per_step": tokens,
+        "predicted_speedup": expected_speedup(alpha, k, c),
+        "predicted_best_k": best,
+        "predicted_best_speedup": best_speedup,
+        "note": note,
     }
 
 
@@ -197,12 +172,6 @@ def measure_cost_ratio(
 # k t_draft + t_verify(k+1), where t_verify(n) is one target forward over n new tokens, timed, since verification
 # is not free on a CPU (it grows with n) and nearly flat on a GPU until compute-bound; plain decoding costs
 # t_verify(1) per token. Prompt lookup finds no draft on some steps: those yield 1 token at t_verify(1).
-
-CURVE_SOURCE = (
-    "t_verify(n), t_draft: median of {repeats} rounds of timed forwards (after one warm-up round; every round times "
-    "each n once) over n new tokens on the first prompt's cached context, made non-decreasing in n; p_i, "
-    "draft_step_share: this job's counts"
-)
 
 
 def nondecreasing(values: List[float]) -> List[float]:
@@ -307,6 +276,29 @@ def generation_speedup(
     return (timeline["baseline_ttft_s"] + (n - 1) * tpot) / at_k_s
 
 
+def _point_predictor(metrics: Metrics, verify_s, draft_s: float, share: float, alpha, energy, timeline, at_probe):
+    """(k, tokens per draft step, (tokens, seconds) per step at k) -> that k's CurvePoint (see cost_curve)."""
+    c = draft_s / verify_s[0]
+
+    def point(k: int, draft_step_tokens: float, at_k: Tuple[float, float]) -> CurvePoint:
+        speedup = curve_speedup(draft_step_tokens, k, verify_s, draft_s, share)
+        if timeline:
+            speedup = generation_speedup(at_k, at_probe, verify_s[0], timeline, metrics.speedup)
+        joules = None
+        if energy is not None and metrics.speedup:
+            base_jpt, ratio = energy
+            joules = base_jpt * ratio * metrics.speedup / speedup
+        return CurvePoint(
+            k=k,
+            tokens_per_step=at_k[0],
+            speedup=speedup,
+            iid_speedup=expected_speedup(alpha, k, c) if alpha is not None else None,
+            joules_per_token=joules,
+        )
+
+    return point
+
+
 def cost_curve(
     metrics: Metrics,
     probe_k: int,
@@ -323,7 +315,6 @@ def cost_curve(
     per_position = list(metrics.acceptance_per_position or [])
     verify_s, draft_s = costs["verify_s"], costs["draft_token_s"]
     share = draft_step_share(metrics.output_tokens or 0, metrics.num_drafts or 0, metrics.accepted_tokens or 0)
-    c = draft_s / verify_s[0]
     trace, keep = agreement_trace(steps) if steps else (None, 0.0)
     draft_step_tokens = {
         k: replay_tokens_per_step(trace, k, keep) if trace else curve_tokens_per_step(per_position, k, 1.0)
@@ -332,25 +323,8 @@ def cost_curve(
     step = {
         k: (share * t + 1.0 - share, step_seconds(k, verify_s, draft_s, share)) for k, t in draft_step_tokens.items()
     }
-    points = []
-    for k in range(1, probe_k + 1):
-        tokens_per_step = step[k][0]
-        speedup = curve_speedup(draft_step_tokens[k], k, verify_s, draft_s, share)
-        if timeline:
-            speedup = generation_speedup(step[k], step[probe_k], verify_s[0], timeline, metrics.speedup)
-        joules = None
-        if energy is not None and metrics.speedup:
-            base_jpt, ratio = energy
-            joules = base_jpt * ratio * metrics.speedup / speedup
-        points.append(
-            CurvePoint(
-                k=k,
-                tokens_per_step=tokens_per_step,
-                speedup=speedup,
-                iid_speedup=expected_speedup(alpha, k, c) if alpha is not None else None,
-                joules_per_token=joules,
-            )
-        )
+    predict = _point_predictor(metrics, verify_s, draft_s, share, alpha, energy, timeline, step[probe_k])
+    points = [predict(k, draft_step_tokens[k], step[k]) for k in range(1, probe_k + 1)]
     best = max(points, key=lambda p: (p.speedup, -p.k))
     with_energy = [p for p in points if p.joules_per_token is not None]
     return CostCurve(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import mlx.core as mx
 import mlx_lm
@@ -12,7 +12,7 @@ from mlx_lm import load as mlx_load
 from mlx_lm import stream_generate
 from mlx_lm.sample_utils import make_sampler
 
-from specsweep.backends.base import Backend, time_in_rounds
+from specsweep.backends.base import Backend
 from specsweep.backends.mlx.mapping import acceptance_from_flags
 from specsweep.core import Generation, Prompt
 from specsweep.models.resolve import ResolvedModels
@@ -83,19 +83,12 @@ class MlxBackend(Backend):
             text=self.tokenizer.decode(tokens, skip_special_tokens=True),
         )
 
-    def step_costs(self, prompt: Prompt, n_max: int, repeats: int = 7) -> Dict[str, Any]:
-        from specsweep.measure.theory import CURVE_SOURCE, nondecreasing
-
+    def forward_timers(self, prompt: Prompt, n_max: int) -> Dict[Any, Callable[[], float]]:
         ids = mx.array(self.encode(prompt))
         timers = {n: self._forward_timer(self.model, ids, n) for n in range(1, n_max + 1)}
         if self.draft is not None:
             timers["draft"] = self._forward_timer(self.draft, ids, 1)
-        medians = time_in_rounds(timers, repeats)
-        return {
-            "verify_s": nondecreasing([medians[n] for n in range(1, n_max + 1)]),
-            "draft_token_s": medians.get("draft", 0.0),
-            "source": CURVE_SOURCE.format(repeats=repeats),
-        }
+        return timers
 
     @staticmethod
     def _forward_timer(model, ids, n: int):

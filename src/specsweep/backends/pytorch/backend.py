@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import psutil
 import torch
@@ -12,7 +12,7 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.generation.streamers import BaseStreamer
 
-from specsweep.backends.base import Backend, time_in_rounds
+from specsweep.backends.base import Backend
 from specsweep.backends.pytorch.device import accelerator_for
 from specsweep.core import AcceptanceCounts, Generation, Prompt
 from specsweep.models.resolve import ResolvedModels
@@ -188,20 +188,16 @@ class PytorchBackend(Backend):
             text=self.tokenizer.decode(new_ids, skip_special_tokens=True),
         )
 
-    def step_costs(self, prompt: Prompt, n_max: int, repeats: int = 7) -> Dict[str, Any]:
-        from specsweep.measure.theory import CURVE_SOURCE, nondecreasing
+    def timed_forwards(self, prompt: Prompt, n_max: int, repeats: int) -> Dict[Any, float]:
+        with torch.inference_mode():
+            return super().timed_forwards(prompt, n_max, repeats)
 
+    def forward_timers(self, prompt: Prompt, n_max: int) -> Dict[Any, Callable[[], float]]:
         ids = torch.tensor([self.encode(prompt)], device=self.device)
         timers = {n: self._forward_timer(self.model, ids, n) for n in range(1, n_max + 1)}
         if self.assistant is not None:
             timers["draft"] = self._forward_timer(self.assistant, ids, 1)
-        with torch.inference_mode():
-            medians = time_in_rounds(timers, repeats)
-        return {
-            "verify_s": nondecreasing([medians[n] for n in range(1, n_max + 1)]),
-            "draft_token_s": medians.get("draft", 0.0),
-            "source": CURVE_SOURCE.format(repeats=repeats),
-        }
+        return timers
 
     def _forward_timer(self, model, ids, n: int):
         """A callable timing one forward over n new tokens after the prompt's cached context (the cache is cropped

@@ -132,15 +132,13 @@ class _Worker:
 ENGINES = "vllm.engines"
 
 
-VLLM_COST_SOURCE = (
-    "t_verify(n): vLLM's time to first token of a request of n prompt tokens and 1 output token (one forward over "
-    "n new tokens plus the engine's per-step work), median of {repeats} rounds over every n after a warm-up round, "
-    "made non-decreasing in n; t_draft: 0 (prompt lookup); p_i, draft_step_share: this job's counts"
-)
-
-
 class VllmBackend(Backend):
     name = "vllm"
+    step_timing = (
+        "t_draft: 0 (prompt lookup); t_verify(n): vLLM's time to first token of a request of n prompt tokens and 1 "
+        "output token (one forward over n new tokens plus the engine's per-step work), median of {repeats} rounds "
+        "over every n after a warm-up round"
+    )
 
     def __init__(self, cfg, native: Dict[str, Any], models: ResolvedModels, session):
         super().__init__(cfg, native, models, session)
@@ -199,8 +197,8 @@ class VllmBackend(Backend):
         self.ipc_s += time.perf_counter() - start - reply["wall_s"]
         return reply["generations"]
 
-    def step_costs(self, prompt: Prompt, n_max: int, repeats: int = 7) -> Dict[str, Any]:
-        from specsweep.measure.theory import nondecreasing
+    def timed_forwards(self, prompt: Prompt, n_max: int, repeats: int) -> Dict[Any, float]:
+        """Timed in the worker process, which holds the engine (worker.Engine.step_costs)."""
         from specsweep.methods import method_spec
 
         if method_spec(self.method).cost != "free":
@@ -209,12 +207,7 @@ class VllmBackend(Backend):
                 "forward cannot be timed apart from them in this engine (speculation=ngram can; so can backend=pytorch)"
             )
         payload = {"prompt": prompt, "n_max": n_max, "repeats": repeats, "chat_template": self.native["chat_template"]}
-        reply = self.worker.call("step_costs", payload)
-        return {
-            "verify_s": nondecreasing(reply["verify_s"]),
-            "draft_token_s": 0.0,
-            "source": VLLM_COST_SOURCE.format(repeats=repeats),
-        }
+        return self.worker.call("step_costs", payload)
 
     def environment(self) -> Dict[str, Any]:
         dist = installed()

@@ -97,12 +97,12 @@ class Engine:
             )
         return {"generations": generations, "wall_s": wall_s}
 
-    def step_costs(self, prompt: Prompt, n_max: int, repeats: int, chat_template: bool) -> Dict[str, Any]:
-        """t_verify(n) for n = 1..n_max: the time to first token (vLLM's own per-request metric) of a request whose
-        prompt is the first n tokens of this prompt, with one output token: one target forward over n new tokens
-        plus the engine's work for one step. Timed in rounds over every n; the medians of the rounds after the
-        first (a warm-up). Only for proposers that cost nothing in the engine (prompt lookup): a draft model runs
-        its own forwards inside the same request."""
+    def step_costs(self, prompt: Prompt, n_max: int, repeats: int, chat_template: bool) -> Dict[int, float]:
+        """n -> t_verify(n) for n = 1..n_max, raw medians (what `Backend.timed_forwards` returns): the time to first
+        token (vLLM's own per-request metric) of a request whose prompt is the first n tokens of this prompt, with
+        one output token: one target forward over n new tokens plus the engine's work for one step. Timed in rounds
+        over every n; the medians of the rounds after the first (a warm-up). Only for proposers that cost nothing in
+        the engine (prompt lookup): a draft model runs its own forwards inside the same request."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -117,8 +117,7 @@ class Engine:
 
             return ttft
 
-        medians = time_in_rounds({n: timer(n) for n in range(1, n_max + 1)}, repeats)
-        return {"verify_s": [medians[n] for n in range(1, n_max + 1)]}
+        return time_in_rounds({n: timer(n) for n in range(1, n_max + 1)}, repeats)
 
 
 def summary(err: Exception) -> str:

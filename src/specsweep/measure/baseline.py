@@ -1,0 +1,79 @@
+"""The no-speculation baseline a job is paired with: its key, its config, the baselines a process keeps for later
+jobs with the same key, and how the baseline is paired with the speculative generations (measurement.pairing)."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import asdict
+from typing import Optional, Tuple
+
+from specsweep.results.types import BaselineInfo
+
+
+def baseline_key(cfg) -> str:
+    """Everything a no-speculation measurement depends on; equal keys give interchangeable baselines."""
+    parts = {
+        "model": cfg.model.target,
+        "backend": asdict(cfg.backend),
+        "dataset": asdict(cfg.dataset),
+        "generation": asdict(cfg.generation),
+        "measurement": {"warmup": cfg.measurement.warmup, "repetitions": cfg.measurement.repetitions},
+        "energy": asdict(cfg.energy),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def baseline_config(cfg):
+    """A copy of the job's config with speculation off (cfg is left as it is)."""
+    base = copy.deepcopy(cfg)
+    base.speculation.method = "none"
+    base.speculation.num_speculative_tokens = None
+    base.speculation.draft_model = None
+    base.speculation.ngram_min = base.speculation.ngram_max = base.speculation.draft_tp_size = None
+    base.speculation.backend_overrides = {}
+    return base
+
+
+def kept_baselines(cfg, session):
+    """The session slot of the baseline phases measured in this process, by baseline_key. How many are kept is the
+    backend's declaration (`BackendConfig.kept_baselines`): offline, the last one; served, one per load level (a
+    sweep such as speculation=none,ngram generation.concurrency=1,4 runs every `none` job first)."""
+    capacity = type(cfg.backend).kept_baselines
+    return session.slot(f"measure.baselines.{capacity}", capacity=capacity)
+
+
+def reused(cfg, session):
+    """The baseline phase measured earlier in this process with this job's key, or None."""
+    return kept_baselines(cfg, session).get(baseline_key(cfg))
+
+
+def pairing(cfg) -> Tuple[str, str]:
+    """How this job pairs its baseline with the speculative generations, and why."""
+    blocker = type(cfg.backend).holds_one_engine
+    if str(cfg.measurement.pairing) == "phased":
+        return "phased", "measurement.pairing=phased"
+    if blocker:
+        return "phased", f"backend={cfg.backend.name}: {blocker}"
+    return "interleaved", f"backend={cfg.backend.name} holds the baseline and the speculative engine at once"
+
+
+REUSED = "reused: measured earlier in this process with the same key"
+MEASURED = "measured in this job"
+INTERLEAVED = "measured in this job, interleaved with the speculative generations"
+
+
+def info(cfg, source: Optional[str]) -> BaselineInfo:
+    """The `baseline` section: no baseline (source None), or where it came from and how it was paired."""
+    if source is None:
+        return BaselineInfo(measured=False, measured_in_job=False)
+    mode, why = pairing(cfg)
+    return BaselineInfo(
+        measured=True,
+        measured_in_job=source != REUSED,
+        key=baseline_key(cfg),
+        source=source,
+        pairing=mode,
+        pairing_reason=why,
+    )
