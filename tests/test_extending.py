@@ -50,6 +50,18 @@ def test_a_plugin_backend_runs_end_to_end_through_main(toy_run):
     assert row["backend"] == "toy" and row["config_hash"] == result["config_hash"]
 
 
+def test_a_plugin_backend_gets_the_cost_curve_from_its_forward_timers(toy_run):
+    run, cwd = toy_run
+    proc = run("speculation=ngram", "speculation.num_speculative_tokens=4", "measurement.cost_model=true")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (result,) = results_in(cwd)
+    curve = result["theory"]["curve"]
+    assert curve is not None, result["theory"]["curve_note"]
+    assert [p["k"] for p in curve["points"]] == [1, 2, 3, 4] and len(curve["verify_s"]) == 5
+    assert curve["verify_s"] == sorted(curve["verify_s"]) and curve["draft_token_s"] == 0.0  # prompt lookup: free
+    assert result["theory"]["cost_ratio"] == 0.0
+
+
 def test_a_plugin_backend_is_validated_listed_and_dry_run_like_a_builtin(toy_run):
     run, cwd = toy_run
     bad = run("backend.vocab=4")  # a bound the plugin declared on its own field
@@ -65,7 +77,7 @@ def test_a_plugin_backend_is_validated_listed_and_dry_run_like_a_builtin(toy_run
     matrix = run_main("--support-matrix", cwd=cwd, env={"PYTHONPATH": str(PLUGINS)}, timeout=120)
     assert "toy" in matrix.stdout
     helped = run_main("--help", cwd=cwd, env={"PYTHONPATH": str(PLUGINS)}, timeout=120)
-    assert "backend: mlx, mlx_server, pytorch, tensorrt, toy, vllm, vllm_server" in helped.stdout
+    assert "backend: llamacpp, mlx, mlx_server, pytorch, tensorrt, toy, vllm, vllm_server" in helped.stdout
     assert not (cwd / "outputs").exists()  # nothing above ran or wrote anything
 
 
@@ -74,5 +86,6 @@ def test_without_the_plugin_installed_the_backend_is_unknown(toy_run):
     proc = run(plugin=False)
     assert proc.returncode == 2
     assert (
-        "backend='toy' is invalid: expected one of mlx, mlx_server, pytorch, tensorrt, vllm, vllm_server" in proc.stderr
+        "backend='toy' is invalid: expected one of llamacpp, mlx, mlx_server, pytorch, tensorrt, vllm, vllm_server"
+        in proc.stderr
     )

@@ -38,6 +38,7 @@ def fail(message: str) -> NoReturn:
 
 def print_support_matrix() -> None:
     from rich.console import Console
+    from rich.measure import Measurement
     from rich.table import Table
 
     from specsweep.backends import support_matrix
@@ -50,7 +51,10 @@ def print_support_matrix() -> None:
         table.add_column(backend, justify="center")
     for method in METHODS:
         table.add_row(method, *["yes" if method in methods else "-" for methods in matrix.values()])
-    Console().print(table)
+    # At its natural width at least: a console narrower than the table (80 columns when piped) cuts names short.
+    wide = Console(width=10**4)
+    needed = Measurement.get(wide, wide.options, table).maximum
+    Console(width=max(Console().width, needed)).print(table)
 
 
 def precheck(conf_dir: Path, argv: List[str], session) -> List[str]:

@@ -23,6 +23,7 @@ BUILTIN: Tuple[str, ...] = (
     "specsweep.backends.vllm.config.VllmBackendConfig",
     "specsweep.backends.tensorrt.config.TensorrtBackendConfig",
     "specsweep.backends.mlx.config.MlxBackendConfig",
+    "specsweep.backends.llamacpp.config.LlamacppBackendConfig",
     "specsweep.backends.vllm.server_config.VllmServerBackendConfig",
     "specsweep.backends.mlx.server_config.MlxServerBackendConfig",
 )

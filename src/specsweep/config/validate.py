@@ -16,7 +16,7 @@ from specsweep.backends import registry
 from specsweep.core import Problem, Prompt
 from specsweep.fields import bound_problems
 from specsweep.methods import method_spec
-from specsweep.models.resolve import draft_reference, reference_problem
+from specsweep.models.resolve import draft_reference, reference_problem, weights_format
 
 VALIDATED = "validate.prompts"  # session slot: the prompts of configs already validated in this process
 
@@ -44,9 +44,9 @@ def _model_problems(cfg) -> List[Problem]:
     if row.needs_weights and draft is None and not cfg.dry_run:
         allowed = f"a draft for method={row.name}: set speculation.draft_model or {row.weights_field()}"
         problems.append(("speculation.draft_model", None, allowed))
-    if problem := reference_problem(cfg.model.target):
+    if problem := reference_problem(cfg.model.target, weights_format(cfg)):
         problems.append(("model.target", cfg.model.target, problem))
-    if draft and (problem := reference_problem(draft)):
+    if draft and (problem := reference_problem(draft, weights_format(cfg))):
         problems.append(("speculation.draft_model", draft, problem))
     return problems
 

