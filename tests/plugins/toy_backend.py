@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 from specsweep.backends.base import Backend, BackendConfig
 from specsweep.core import AcceptanceCounts, Generation, Problem, Prompt
@@ -94,6 +94,23 @@ class ToyBackend(Backend):
             time.sleep(self.native["token_delay_s"])
             first = first or time.perf_counter()
         return Generation(prompt.id, len(ids), out, time.perf_counter() - start, first - start, counts, text=str(out))
+
+    def forward_timers(self, prompt: Prompt, n_max: int) -> Dict[Any, Callable[[], float]]:
+        """For the cost model (measurement.cost_model): one "forward" over n new tokens is the model's next-token
+        rule at each of them plus the per-step delay; the base class times these in rounds (Backend.step_costs)."""
+        ids = self.encode(prompt)
+
+        def forward(n: int) -> Callable[[], float]:
+            def timed() -> float:
+                start = time.perf_counter()
+                for i in range(n):
+                    self._next(ids + ids[:i])
+                time.sleep(self.native["token_delay_s"])
+                return time.perf_counter() - start
+
+            return timed
+
+        return {n: forward(n) for n in range(1, n_max + 1)}  # prompt lookup: no draft model to time
 
     def environment(self) -> Dict[str, Any]:
         return {"engine": "toy", "vocab": self.vocab}

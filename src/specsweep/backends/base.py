@@ -70,7 +70,7 @@ class BackendConfig:
     distributions: ClassVar[Tuple[str, ...]] = ()
     # Why this backend cannot hold a baseline and a speculative engine at once (None: it can, so their generations
     # are interleaved; see measurement.pairing). The default is the safe answer for a backend that has not said.
-    holds_one_engine: ClassVar[Optional[str]] = "the backend does not declare that it can hold two engines at once"
+    single_engine_reason: ClassVar[Optional[str]] = "the backend does not declare that it can hold two engines at once"
     # How many measured no-speculation baselines a process keeps for later jobs with the same key (measure/baseline.py):
     # offline, the last one; a served backend pairs each load level with its own (ServedBackendConfig keeps more).
     kept_baselines: ClassVar[int] = 1
@@ -151,7 +151,7 @@ class Backend(ABC):
     name: ClassVar[str] = ""
 
     def __init__(self, cfg, native: Dict[str, Any], models: ResolvedModels, session):
-        self.backend = cfg.backend  # this backend's own settings (its BackendConfig subclass)
+        self.settings = cfg.backend  # this backend's own settings (its BackendConfig declaration's values)
         self.generation = cfg.generation
         self.method = cfg.speculation.method
         self.native = native
@@ -250,7 +250,7 @@ class Backend(ABC):
 
     def lossless_note(self) -> Optional[str]:
         """Why greedy outputs may legitimately differ from the baseline's (None when they must match)."""
-        dtype = getattr(self.backend, "dtype", None)
+        dtype = getattr(self.settings, "dtype", None)
         if str(dtype) in NOT_BIT_EXACT:
             return (
                 f"{dtype} is not bit-exact between batched verification and one-token decoding: "

@@ -122,7 +122,7 @@ class ServedBackend(Backend):
             self.generation.concurrency,
             self.generation.request_rate,
             self.generation.seed,
-            self.backend.request_timeout_s,
+            self.settings.request_timeout_s,
         )
         self._raise_on_failures(records)
         return [self._generation(record) for record in records]

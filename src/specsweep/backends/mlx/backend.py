@@ -36,13 +36,13 @@ class MlxBackend(Backend):
         self.model = self.draft = None
 
     def _model(self, path: str):
-        dtype = None if self.backend.dtype is None else str(self.backend.dtype)
+        dtype = None if self.settings.dtype is None else str(self.settings.dtype)
         slot = self.session.slot(MODELS, capacity=2, close=lambda _: mx.clear_cache())
         return slot.get_or_create((path, dtype), lambda: _load(path, dtype))
 
     def load(self) -> None:
-        if self.backend.device is not None:
-            mx.set_default_device(getattr(mx, str(self.backend.device)))
+        if self.settings.device is not None:
+            mx.set_default_device(getattr(mx, str(self.settings.device)))
         self.model, self.tokenizer = self._model(self.models.target)
         if self.method == "draft_model":
             self.draft, _ = self._model(self.models.draft)
@@ -122,7 +122,7 @@ class MlxBackend(Backend):
             "mlx_lm": mlx_lm.__version__,
             "mlx": mx.__version__,
             "device": str(mx.default_device()),
-            "dtype": str(self.backend.dtype) if self.backend.dtype else "checkpoint",
+            "dtype": str(self.settings.dtype) if self.settings.dtype else "checkpoint",
             "machine": platform.machine(),
         }
 

@@ -28,7 +28,7 @@ class MlxBackendConfig(BackendConfig):
 
     engine = "specsweep.backends.mlx.backend.MlxBackend"
     distributions = ("mlx", "mlx-lm")
-    holds_one_engine = None  # the baseline and the speculative engine share the target weights (session slot)
+    single_engine_reason = None  # the baseline and the speculative engine share the target weights (session slot)
 
     name: str = "mlx"
     dtype: Optional[Dtype] = None  # cast weights after loading; null keeps the checkpoint's dtype

@@ -41,8 +41,8 @@ class MlxServerBackend(ServedBackend):
             health_path="/health",
             # it loads the model (and the draft) on the first request: make that part of the start
             ready_request=("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}),
-            startup_timeout_s=self.backend.startup_timeout_s,
-            log_dir=self.backend.log_dir,
+            startup_timeout_s=self.settings.startup_timeout_s,
+            log_dir=self.settings.log_dir,
         )
 
     def load(self) -> None:

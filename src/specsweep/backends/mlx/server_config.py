@@ -26,7 +26,7 @@ class MlxServerBackendConfig(ServedBackendConfig):
 
     engine = "specsweep.backends.mlx.server_backend.MlxServerBackend"
     distributions = ("mlx", "mlx-lm")
-    holds_one_engine = (
+    single_engine_reason = (
         "one mlx_lm.server at a time (the baseline server has no draft model, a second copy of the target)"
     )
     managed_flags = server_mapping.MANAGED_FLAGS

@@ -119,19 +119,19 @@ class PytorchBackend(Backend):
 
     def __init__(self, cfg, native: Dict[str, Any], models: ResolvedModels, session):
         super().__init__(cfg, native, models, session)
-        self.device = self.backend.device
+        self.device = self.settings.device
         self.accelerator = accelerator_for(self.device)
         self.model = None
         self.assistant = None
 
     def _model(self, path: str):
-        key = (path, str(self.backend.dtype), self.device)
+        key = (path, str(self.settings.dtype), self.device)
         models = self.session.slot(MODELS, capacity=2, close=_return_freed_memory)
-        return models.get_or_create(key, lambda: _load_model(path, str(self.backend.dtype), self.device))
+        return models.get_or_create(key, lambda: _load_model(path, str(self.settings.dtype), self.device))
 
     def load(self) -> None:
-        if self.backend.num_threads:
-            torch.set_num_threads(self.backend.num_threads)
+        if self.settings.num_threads:
+            torch.set_num_threads(self.settings.num_threads)
         tokenizers = self.session.slot(TOKENIZERS, capacity=4)
         self.tokenizer = tokenizers.get_or_create(
             self.models.target, lambda: AutoTokenizer.from_pretrained(self.models.target)
@@ -227,7 +227,7 @@ class PytorchBackend(Backend):
             "transformers": transformers.__version__,
             "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(),
-            "dtype": str(self.backend.dtype),
+            "dtype": str(self.settings.dtype),
             "device": self.device,
             **self.accelerator.describe(),
             "machine": platform.machine(),

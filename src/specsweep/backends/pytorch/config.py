@@ -40,7 +40,7 @@ class PytorchBackendConfig(BackendConfig):
 
     engine = "specsweep.backends.pytorch.backend.PytorchBackend"
     distributions = ("torch", "transformers")
-    holds_one_engine = None  # the baseline and the speculative engine share the target weights (session slot)
+    single_engine_reason = None  # the baseline and the speculative engine share the target weights (session slot)
 
     name: str = "pytorch"
     dtype: Dtype = Dtype.bfloat16  # bf16 verification is not bit-exact; fp32 is

@@ -35,7 +35,7 @@ class TensorrtBackendConfig(BackendConfig):
 
     engine = "specsweep.backends.tensorrt.backend.TensorrtBackend"
     distributions = ("tensorrt_llm", "torch", "transformers")
-    holds_one_engine = "one TensorRT-LLM engine at a time (each holds its own weights and KV cache)"
+    single_engine_reason = "one TensorRT-LLM engine at a time (each holds its own weights and KV cache)"
 
     name: str = "tensorrt"
     trtllm_version: str = "1.2.1"  # API version mapped when tensorrt_llm is not installed; an installed one wins

