@@ -211,7 +211,7 @@ class LlamacppBackend(Backend):
             n: self._prompt_timer(target, context, n) for n in range(1, n_max + 1)
         }
         if self.method == "draft_model":
-            draft = self._server(without_speculation(params, self.models.draft, self.backend.draft_threads))
+            draft = self._server(without_speculation(params, self.models.draft, self.settings.draft_threads))
             timers["draft"] = self._prompt_timer(draft, context, 1)
         return timers
 
