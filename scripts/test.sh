@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command. With no arguments but pytest flags (e.g. -q), it runs in lanes so a trivial break fails early:
 #   1. setup without the model conversion, then lint (ruff check, ruff format --check)
-#   2. the fast lane: pytest -m "not slow" (no real engine on real weights)
+#   2. the fast lane: pytest -m "not slow" (no real engine on real weights), then again with mlx made unimportable
+#      (tests/stacks/no_mlx), as on the GPU stack
 #   3. setup's one-time model conversion, then the slow lane: pytest -m slow (real engines, real weights, servers)
 # With a test path or expression it sets everything up and hands the arguments to pytest as they are:
 #   bash scripts/test.sh tests/test_config.py -x
@@ -21,6 +22,8 @@ lint=0
 [ "$lint" = 0 ] || { echo "lint failed: ruff check / ruff format --check reported findings (see above)" >&2; exit 1; }
 echo "== fast lane"
 .venv/bin/python -m pytest -m "not slow" "$@"
+echo "== fast lane on the GPU stack's package set (no mlx: requirements-gpu.txt has none)"
+PYTHONPATH=tests/stacks/no_mlx .venv/bin/python -m pytest -m "not slow and not needs_mlx" -p no:cacheprovider "$@"
 echo "== slow lane"
 bash scripts/setup.sh
 .venv/bin/python -m pytest -m slow "$@"

@@ -40,8 +40,6 @@ class MlxBackendConfig(BackendConfig):
 
     def check(self, cfg) -> List[Problem]:
         speculation = cfg.speculation
-        if not cfg.dry_run and not installed():
-            return [("backend", self.name, INSTALL_HINT)]
         problems = []
         if cfg.generation.batch_size != 1:
             problems.append(
@@ -65,6 +63,9 @@ class MlxBackendConfig(BackendConfig):
             for key, value in speculation.backend_overrides.items()
             if key not in mapping.OVERRIDABLE
         ]
+        # last: a config's own mistakes are reported on any machine, mlx installed or not (the GPU stack has none)
+        if not cfg.dry_run and not installed():
+            problems.append(("backend", self.name, INSTALL_HINT))
         return problems
 
     def native_config(self, cfg, models: ResolvedModels) -> Dict[str, Any]:

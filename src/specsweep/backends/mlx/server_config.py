@@ -49,8 +49,6 @@ class MlxServerBackendConfig(ServedBackendConfig):
 
     def check(self, cfg) -> List[Problem]:
         problems = self.served_problems(cfg)
-        if self.url is None and not cfg.dry_run and not mlx_config.installed():
-            return [("backend", self.name, mlx_config.INSTALL_HINT + ", or backend.url of a running server")]
         speculation = cfg.speculation
         if speculation.draft_tp_size not in (None, 1):
             allowed = "1 or null on backend=mlx_server (no tensor parallelism)"
@@ -60,6 +58,8 @@ class MlxServerBackendConfig(ServedBackendConfig):
             (f"speculation.backend_overrides.{key}", value, allowed)
             for key, value in speculation.backend_overrides.items()
         ]
+        if self.url is None and not cfg.dry_run and not mlx_config.installed():  # last, as backend=mlx does
+            problems.append(("backend", self.name, mlx_config.INSTALL_HINT + ", or backend.url of a running server"))
         return problems
 
     def native_config(self, cfg, models: ResolvedModels) -> Dict[str, Any]:
