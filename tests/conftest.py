@@ -162,9 +162,17 @@ def job_results_under(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("result.json") if "outputs" in p.relative_to(root).parts)
 
 
+def whole_lane(config) -> bool:
+    """A whole lane as scripts/test.sh runs it (-m "not slow" or -m slow, no test file, node or -k picked): its jobs
+    must leave result.json files, or the schema check below would pass having checked nothing."""
+    picked = any(a.endswith(".py") or "::" in a for a in config.args) or config.option.keyword
+    return bool(config.option.markexpr) and not picked
+
+
 @pytest.fixture(scope="session", autouse=True)
-def result_json_matches_schema(tmp_path_factory):
-    """At session end: every job result written under the basetemp validates against the committed schema."""
+def result_json_matches_schema(tmp_path_factory, request):
+    """At session end: every job result written under the basetemp validates against the committed schema (at
+    least one in a whole lane)."""
     yield
     from specsweep.results.schema import SCHEMA_PATH, validation_errors
 
@@ -172,6 +180,8 @@ def result_json_matches_schema(tmp_path_factory):
     files = job_results_under(tmp_path_factory.getbasetemp())
     invalid = {p: errs for p in files if (errs := validation_errors(json.loads(p.read_text()), schema))}
     SCHEMA_CHECKED.extend(files)
+    if not files and whole_lane(request.config) and not request.session.testsfailed:
+        pytest.fail(f"no job result.json under {tmp_path_factory.getbasetemp()}: the schema check checked nothing")
     if invalid:
         lines = [f"{p}:\n    " + "\n    ".join(errs[:10]) for p, errs in invalid.items()]
         pytest.fail(f"{len(invalid)} of {len(files)} result.json files break {SCHEMA_PATH}:\n" + "\n".join(lines))
