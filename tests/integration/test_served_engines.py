@@ -222,23 +222,51 @@ def test_the_mlx_scenario_baseline_and_2_3_5_draft_tokens_through_one_server(tmp
     assert [r["environment"]["server_reused"] for r in results] == [False, True, True]  # one draft server for all k
 
 
-@MLX
+def listening_server(marker: str, command: str, timeout_s: float):
+    """The marked server process once it listens on a TCP port (None if it never did within the timeout)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for proc in marked(marker):
+            try:
+                if command in " ".join(proc.cmdline()) and any(
+                    c.status == psutil.CONN_LISTEN for c in proc.net_connections(kind="tcp")
+                ):
+                    return proc
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        time.sleep(0.2)
+    return None
+
+
+SERVERS = {
+    "mlx": (mlx_overrides, "tiny_model_dir", "mlx_lm.server"),
+    "vllm": (lambda d: [*vllm_overrides(d), "speculation=ngram"], "vllm_tiny_dir", "vllm.entrypoints.openai"),
+}
+
+
+@pytest.mark.parametrize("server", ["mlx", "vllm"])
 @pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_sigterm_and_ctrl_c_stop_the_server(tmp_path, tiny_model_dir, marker, signum, code):
+def test_sigterm_and_ctrl_c_stop_a_running_server(tmp_path, request, marker, server, signum, code):
+    overrides, model_fixture, command = SERVERS[server]
+    if server == "mlx" and not mlx_config.installed():
+        pytest.skip("mlx-lm is not installed")
+    model_dir = request.getfixturevalue(model_fixture)
     job = subprocess.Popen(
-        [sys.executable, str(REPO / "main.py"), *mlx_overrides(tiny_model_dir), "generation.max_new_tokens=400"],
+        [sys.executable, str(REPO / "main.py"), *overrides(model_dir), "generation.max_new_tokens=400"],
         cwd=tmp_path,
         env={**isolated_env(tmp_path), MARK: marker},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 300
-    while not any("mlx_lm.server" in " ".join(p.cmdline()) for p in marked(marker)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(3)  # inside the start or the load run
+    up = listening_server(marker, command, timeout_s=600)
+    if up is None:
+        job.kill()
+    assert up is not None, f"no {command} process listened: {job.communicate(timeout=60)[1][-2000:]}"
+    time.sleep(2)  # into the load run
     job.send_signal(signum)
     _, stderr = job.communicate(timeout=120)
     assert job.returncode == code, stderr[-2000:]
+    assert not up.is_running() or up.status() == psutil.STATUS_ZOMBIE  # the server it had started is gone
     (result,) = results_in(tmp_path)
     assert result["status"] == "interrupted"
