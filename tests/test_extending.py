@@ -77,7 +77,10 @@ def test_a_plugin_backend_is_validated_listed_and_dry_run_like_a_builtin(toy_run
     matrix = run_main("--support-matrix", cwd=cwd, env={"PYTHONPATH": str(PLUGINS)}, timeout=120)
     assert "toy" in matrix.stdout
     helped = run_main("--help", cwd=cwd, env={"PYTHONPATH": str(PLUGINS)}, timeout=120)
-    assert "backend: llamacpp, mlx, mlx_server, pytorch, tensorrt, toy, vllm, vllm_server" in helped.stdout
+    assert (
+        "backend: llamacpp, llamacpp_server, mlx, mlx_server, pytorch, tensorrt, toy, vllm, vllm_server"
+        in helped.stdout
+    )
     assert not (cwd / "outputs").exists()  # nothing above ran or wrote anything
 
 
@@ -86,6 +89,6 @@ def test_without_the_plugin_installed_the_backend_is_unknown(toy_run):
     proc = run(plugin=False)
     assert proc.returncode == 2
     assert (
-        "backend='toy' is invalid: expected one of llamacpp, mlx, mlx_server, pytorch, tensorrt, vllm, vllm_server"
-        in proc.stderr
+        "backend='toy' is invalid: expected one of llamacpp, llamacpp_server, mlx, mlx_server, pytorch, tensorrt, "
+        "vllm, vllm_server" in proc.stderr
     )

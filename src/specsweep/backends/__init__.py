@@ -26,6 +26,7 @@ BUILTIN: Tuple[str, ...] = (
     "specsweep.backends.llamacpp.config.LlamacppBackendConfig",
     "specsweep.backends.vllm.server_config.VllmServerBackendConfig",
     "specsweep.backends.mlx.server_config.MlxServerBackendConfig",
+    "specsweep.backends.llamacpp.server_config.LlamacppServerBackendConfig",
 )
 ENTRY_POINT_GROUP = "specsweep.backends"
 

@@ -111,7 +111,7 @@ class LlamacppBackendConfig(BackendConfig):
         size_n = speculation.ngram_max or mapping.DEFAULT_NGRAM_SIZE_N
         if speculation.ngram_min not in (None, 1, speculation.ngram_max):
             allowed = (
-                f"null, 1 or speculation.ngram_max ({speculation.ngram_max}) on backend=llamacpp: llama.cpp matches "
+                f"null, 1 or speculation.ngram_max ({speculation.ngram_max}) on backend={self.name}: llama.cpp matches "
                 "only the ngram_max-token n-gram, so any other ngram_min would measure the same thing"
             )
             problems.append(("speculation.ngram_min", speculation.ngram_min, allowed))
@@ -127,9 +127,9 @@ class LlamacppBackendConfig(BackendConfig):
     def _override_problems(self, speculation) -> List[Problem]:
         fields = mapping.overridable(str(speculation.method), str(self.ngram_variant))
         allowed = (
-            f"one of {', '.join(fields)} for method={speculation.method} on backend=llamacpp"
+            f"one of {', '.join(fields)} for method={speculation.method} on backend={self.name}"
             if fields
-            else f"no backend_overrides for method={speculation.method} on backend=llamacpp"
+            else f"no backend_overrides for method={speculation.method} on backend={self.name}"
         )
         return [
             (f"speculation.backend_overrides.{key}", value, allowed)
