@@ -5,12 +5,29 @@ GET /health, /v1/models, /metrics (vLLM's spec-decode counters with --spec); POS
 accepted tokens together). A prompt's output is deterministic: token i is (len(prompt) + i) % 50 + 10, text "t<id> ".
 
     python fake_openai_server.py --port P [--spec] [--delay S] [--die-after N] [--child] [--exit-at-start]
+
+Faults, for the tests of a misbehaving server (tests/test_serving_faults.py):
+
+    --fault KIND --fault-every N   every Nth request (by arrival: the Nth, 2Nth, ...) gets KIND:
+        500, 429, 503        that HTTP status with a JSON error body
+        malformed            one chunk of its stream is not JSON, then the stream goes on
+        stall                one chunk, then nothing for --stall-s seconds (the connection stays open)
+        reset                one chunk, then the connection is reset (TCP RST)
+        content-type         a whole non-streaming JSON answer (application/json)
+        no-done              the stream ends cleanly before `data: [DONE]`
+    --bind-delay S                 sleep S seconds before binding the port (a model load)
+    --health-status C              GET /health answers C (503: a server that never becomes healthy)
+    --metrics KIND --metrics-after N   /metrics once N requests have arrived (before: as usual; N=0: from the start):
+        missing (404), malformed (not Prometheus text), backwards (the counters restart from 0: a server restart)
+    --counters-from N              the spec-decode counters start at N (a server with history), not 0
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -56,9 +73,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         if self.path == "/health":
-            self._send(200, b"{}")
+            self._send(ARGS.health_status, b"{}")
         elif self.path == "/v1/models":
             self._send(200, json.dumps({"data": [{"id": "fake-model"}]}).encode())
+        elif self.path == "/metrics" and ARGS.metrics and STATE["requests"] >= ARGS.metrics_after:
+            self._metrics_fault()
         elif self.path == "/metrics" and ARGS.spec:
             self._send(200, metrics_text().encode(), "text/plain")
         elif self.path == "/metrics":
@@ -67,10 +86,22 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, b"{}")
 
+    def _metrics_fault(self) -> None:
+        if ARGS.metrics == "missing":
+            self._send(404, b"Not Found", "text/plain")
+        elif ARGS.metrics == "malformed":
+            self._send(200, b"<html><body>metrics moved</body></html>", "text/html")
+        else:  # backwards: what a restarted server reports, its counters from zero
+            with LOCK:
+                if not STATE.get("restarted"):
+                    STATE.update(restarted=True, drafts=0, drafted=0, accepted=0, pos=[0, 0])
+            self._send(200, metrics_text().encode(), "text/plain")
+
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         with LOCK:
             STATE["requests"] += 1
+            fault = ARGS.fault if ARGS.fault and STATE["requests"] % ARGS.fault_every == 0 else None
             STATE["in_flight"] += 1
             STATE["max_in_flight"] = max(STATE["max_in_flight"], STATE["in_flight"])
             if ARGS.die_after and STATE["requests"] > ARGS.die_after:
@@ -80,17 +111,24 @@ class Handler(BaseHTTPRequestHandler):
 
                 os._exit(3)
         try:
-            self._stream(body)
+            self._stream(body, fault)
         finally:
             with LOCK:
                 STATE["in_flight"] -= 1
 
-    def _stream(self, body) -> None:
+    def _stream(self, body, fault=None) -> None:
         if body.get("max_tokens") == 999:
             self._send(400, json.dumps({"error": "max_tokens=999 is refused by the fake server"}).encode())
             return
+        if fault in ("500", "429", "503"):
+            self._send(int(fault), json.dumps({"error": f"fake fault: HTTP {fault}"}).encode())
+            return
         prompt = body["messages"][0]["content"] if "messages" in body else body["prompt"]
         ids = [(len(prompt) + i) % 50 + 10 for i in range(body["max_tokens"])]
+        if fault == "content-type":
+            text = "".join(f"t{i} " for i in ids)
+            self._send(200, json.dumps({"choices": [{"index": 0, "text": text}]}).encode())
+            return
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
@@ -100,6 +138,8 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(ARGS.delay)
             chunk_ids = ids[start : start + step]
             self._chunk(body, chunk_ids)
+            if start == 0 and fault and self._fault_mid_stream(fault):
+                return
             if ARGS.spec:
                 with LOCK:  # one draft step of 2 tokens, the first accepted
                     STATE["drafts"] += 1
@@ -110,6 +150,24 @@ class Handler(BaseHTTPRequestHandler):
         self._write({"choices": [], "usage": usage})
         self._write_raw(b"data: [DONE]\n\n")
         self._write_raw(b"")
+
+    def _fault_mid_stream(self, fault: str) -> bool:
+        """After the first chunk: True when the stream ends here (the fault broke it)."""
+        if fault == "malformed":
+            self._write_raw(b'data: {"choices": [{"index": 0, "delta": {"content": "t1\n\n')
+        elif fault == "stall":
+            time.sleep(ARGS.stall_s)
+            return True
+        elif fault == "reset":  # SO_LINGER 0: close() sends RST, not FIN
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            self.close_connection = True
+            return True
+        elif fault == "no-done":
+            self._write_raw(b"")  # the chunked body ends cleanly, without [DONE]
+            self.close_connection = True
+            return True
+        return False
 
     def _chunk(self, body, chunk_ids) -> None:
         text = "".join(f"t{i} " for i in chunk_ids)
@@ -141,7 +199,19 @@ def main() -> None:
     parser.add_argument("--child", action="store_true", help="start a sleeping helper process, as vLLM does")
     parser.add_argument("--exit-at-start", action="store_true")
     parser.add_argument("--never-healthy", action="store_true")
+    kinds = ("500", "429", "503", "malformed", "stall", "reset", "content-type", "no-done")
+    parser.add_argument("--fault", choices=kinds)
+    parser.add_argument("--fault-every", type=int, default=1)
+    parser.add_argument("--stall-s", type=float, default=600.0)
+    parser.add_argument("--bind-delay", type=float, default=0.0)
+    parser.add_argument("--health-status", type=int, default=200)
+    parser.add_argument("--metrics", choices=("missing", "malformed", "backwards"))
+    parser.add_argument("--metrics-after", type=int, default=0)
+    parser.add_argument("--counters-from", type=int, default=0)
     ARGS = parser.parse_args()
+    for key in ("drafts", "drafted", "accepted"):
+        STATE[key] = ARGS.counters_from
+    STATE["pos"] = [ARGS.counters_from, 0]
     print(f"fake server: starting on port {ARGS.port}", flush=True)
     if ARGS.exit_at_start:
         print("fake server: error: refusing to start (--exit-at-start)", flush=True)
@@ -150,6 +220,7 @@ def main() -> None:
         subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     if ARGS.never_healthy:
         time.sleep(600)
+    time.sleep(ARGS.bind_delay)
     ThreadingHTTPServer((ARGS.host, ARGS.port), Handler).serve_forever()
 
 

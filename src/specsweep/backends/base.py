@@ -188,6 +188,15 @@ class Backend(ABC):
         its own."""
         return None
 
+    def window_failures(self) -> List[Any]:
+        """The requests of the last timed generate() call that failed or timed out, each with `prompt_id`, `outcome`
+        and `error` (a server's load-run records); none offline, where a failure raises."""
+        return []
+
+    # Why this engine's acceptance counts are refused (counters that went backwards, a /metrics that stopped
+    # answering): the measurement then reports none rather than a partial or wrong sum. None: nothing refused.
+    acceptance_refused: Optional[str] = None
+
     def peak_memory(self) -> Dict[str, Any]:
         """Peak memory and where it was read; engines that know their device memory override this."""
         return {

@@ -40,6 +40,9 @@ class ServedBackend(Backend):
         self.reused = False
         self.before: Optional[AcceptanceCounts] = None
         self.model_id: Optional[str] = None
+        self.max_failure_rate: float = cfg.measurement.max_failure_rate
+        self.failures: List[Record] = []  # the last load run's requests that failed or timed out
+        self.keep = True  # False once a request timed out: a wedged server is stopped, not kept for the next job
 
     # --- what a served backend says about itself --------------------------------------------------------------
 
@@ -124,38 +127,77 @@ class ServedBackend(Backend):
             self.generation.seed,
             self.settings.request_timeout_s,
         )
+        self.failures = [r for r in records if r.outcome != "ok"]
         self._raise_on_failures(records)
-        return [self._generation(record) for record in records]
+        # latencies and throughput are the ok requests'; the others are counted beside them (window_failures)
+        return [self._generation(record) for record in records if record.outcome == "ok"]
+
+    def window_failures(self) -> List[Record]:
+        return list(self.failures)
 
     def _raise_on_failures(self, records: List[Record]) -> None:
-        failed = [r for r in records if r.error]
-        if self.server is not None and (not self.server.alive() or (failed and self.server.exits_within(3.0))):
-            # a server that dies drops its connections a moment before it can be reaped: failed requests wait for it
+        """A server that died fails the job; so do more failed or timed-out requests than max_failure_rate allows
+        (one line: the counts, the limit, the first reason)."""
+        failed = self.failures
+        if any(r.timed_out for r in failed):
+            self.keep = False
+        over = bool(failed) and len(failed) / len(records) > self.max_failure_rate
+        # a server that dies drops its connections a moment before it can be reaped: a failing run waits for it (not
+        # a tolerated one: this runs inside the timed window, and a death shows at the next run or at close)
+        if self.server is not None and (not self.server.alive() or (over and self.server.exits_within(3.0))):
             raise self.server.error(f"exited with code {self.server.proc.returncode} during the load run")
-        if failed:
-            first = failed[0]
-            raise self._failure(f"failed {len(failed)} of {len(records)} requests; {first.prompt_id}: {first.error}")
+        if not failed:
+            return
+        timed_out = sum(r.timed_out for r in failed)
+        counts = f"did not complete {len(failed)} of {len(records)} requests ({len(failed) - timed_out} failed, "
+        counts += f"{timed_out} timed out)"
+        if over:
+            limit = f"more than measurement.max_failure_rate={self.max_failure_rate:g}"
+            raise self._failure(f"{counts}, {limit}; first, {failed[0].prompt_id}: {failed[0].error}")
+        log.warning("%s: %s, within measurement.max_failure_rate=%g", self.name, counts, self.max_failure_rate)
 
     def _settled_acceptance(self) -> Optional[AcceptanceCounts]:
-        """A reading taken once two in a row agree: the server records a step's counts right after streaming it."""
-        reading = self.read_acceptance()
-        for _ in range(10):
-            if reading is None:
-                return None
-            time.sleep(0.05)
-            again = self.read_acceptance()
-            if again is not None and again.same_totals(reading):
-                return again
-            reading = again
+        """A reading taken once two in a row agree: the server records a step's counts right after streaming it.
+        A /metrics that stops answering (or answers nonsense) after a good start refuses the job's acceptance."""
+        try:
+            reading = self.read_acceptance()
+            for _ in range(10):
+                if reading is None:
+                    return None
+                time.sleep(0.05)
+                again = self.read_acceptance()
+                if again is not None and again.same_totals(reading):
+                    return again
+                reading = again
+        except ServerError as err:
+            self._refuse_acceptance(str(err))
+            return None
         return reading
+
+    def _refuse_acceptance(self, reason: str) -> None:
+        if self.acceptance_refused is None:
+            self.acceptance_refused = f"refused: {reason}"
+            log.warning("%s: acceptance %s", self.name, self.acceptance_refused)
 
     def begin_window(self) -> None:
         self.before = self._settled_acceptance()
 
     def window_acceptance(self) -> Optional[AcceptanceCounts]:
-        """The counters now minus at begin_window(): the timed load run's counts (warm-up runs fall outside)."""
-        after = self._settled_acceptance()
-        return after - (self.before or AcceptanceCounts()) if after is not None else None
+        """The counters now minus at begin_window(): the timed load run's counts (warm-up runs fall outside). None,
+        with the job's acceptance refused, when a reading is missing on one side or a counter went backwards."""
+        after, before = self._settled_acceptance(), self.before
+        if after is None and before is None:
+            return None  # no counters on either side: nothing to difference (and nothing claimed)
+        if after is None or before is None:
+            side = "after" if after is None else "before"
+            self._refuse_acceptance(f"the server's /metrics had no spec-decode counters {side} a measurement window")
+            return None
+        if after.went_backwards(before):
+            self._refuse_acceptance(
+                "the server's spec-decode counters went backwards during a measurement window (a server restart?)"
+            )
+            return None
+        return after - before
 
     def _generation(self, record: Record) -> Generation:
         ids = self.output_ids(record)
@@ -190,6 +232,8 @@ class ServedBackend(Backend):
         """Where acceptance comes from, or why there is none (speculative configurations only)."""
         if self.method == "none":
             return {"acceptance_source": None, "acceptance_unavailable_reason": None}
+        if self.acceptance_refused is not None:
+            return {"acceptance_source": None, "acceptance_unavailable_reason": self.acceptance_refused}
         if self.acceptance_reason is not None:
             return {"acceptance_source": None, "acceptance_unavailable_reason": self.acceptance_reason}
         return {"acceptance_source": self.acceptance_source, "acceptance_unavailable_reason": None}
@@ -210,7 +254,7 @@ class ServedBackend(Backend):
     def close(self) -> None:
         if self.server is None:
             return
-        if self.server.alive():
+        if self.server.alive() and self.keep:
             self._servers().put(self.server.spec.key(), self.server)
         else:
             self.server.stop()

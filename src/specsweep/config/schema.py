@@ -149,6 +149,10 @@ class MeasurementConfig:
     # Served backends: goodput counts the requests that meet both limits (null: no limit on that one)
     slo_ttft_s: Optional[float] = bounded(None, gt=0, null="no TTFT limit")  # time to first token, seconds
     slo_tpot_s: Optional[float] = bounded(None, gt=0, null="no TPOT limit")  # time per output token, seconds
+    # Served backends: the largest share of a load run's requests that may fail or time out before the job fails
+    # (0: any failed request fails it, since a window with missing requests biases every figure; the ok requests'
+    # figures are reported with the failure count and rate beside them)
+    max_failure_rate: float = bounded(0.0, ge=0, le=1)
     confidence: float = bounded(0.95, gt=0, lt=1)  # level of the reported intervals
     # result paths returned to the sweeper (one: a float; several: a tuple), e.g. metrics.tokens_per_s
     objective: List[str] = bounded(factory=lambda: ["metrics.tokens_per_s"], min_items=1)

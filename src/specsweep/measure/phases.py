@@ -26,6 +26,8 @@ class Phase:
     seconds: float = 0.0  # time spent in this phase, warm-up included
     # acceptance per timed call, from engines that count a window rather than each generation (servers)
     window_acceptance: List[AcceptanceCounts] = field(default_factory=list)
+    acceptance_refused: Optional[str] = None  # why the windows' counts are not reported (Backend.acceptance_refused)
+    failures: List[Any] = field(default_factory=list)  # requests of the timed windows that failed or timed out
 
     def all(self) -> List[Generation]:
         return [g for rep in self.generations for g in rep]
@@ -44,6 +46,8 @@ class Phase:
 
     def acceptance(self) -> Optional[AcceptanceCounts]:
         """The phase's counts: its generations' own, else its windows' (a server's), else None."""
+        if self.acceptance_refused:
+            return None
         return total_acceptance([g.acceptance for g in self.all()]) or total_acceptance(self.window_acceptance)
 
 
@@ -57,9 +61,11 @@ def _window(engine, chunk: List[Prompt], meter: EnergyMeter, phase: Phase, outpu
     engine.synchronize()
     phase.batch_walls.append(time.perf_counter() - start)
     phase.energy.append(meter.end(phase.label))
+    phase.failures.extend(engine.window_failures())
     window = engine.window_acceptance()  # after the window: None where each generation carries its counts
     if window is not None:
         phase.window_acceptance.append(window)
+    phase.acceptance_refused = phase.acceptance_refused or engine.acceptance_refused
 
 
 def measure_phase(engine, prompts: List[Prompt], cfg, meter: EnergyMeter, label: str, progress: Progress) -> Phase:

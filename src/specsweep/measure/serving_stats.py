@@ -4,23 +4,39 @@ for every engine that names it among its `Backend.extra_sections()` (served engi
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from specsweep.core import ratio
 from specsweep.measure import metrics
-from specsweep.results.types import LoadStats, Percentiles, Serving
+from specsweep.results.types import MAX_FAILURES_LISTED, LoadStats, Percentiles, RequestFailure, Serving
 from specsweep.serving.openai import endpoint
 
 
+def _accounting(ok: int, failures: List[Any]) -> Dict[str, Any]:
+    """Every request of the phase's measured load runs: ok, failed (with the reason) or timed out."""
+    timed_out = sum(f.outcome == "timed_out" for f in failures)
+    return {
+        "requests": ok + len(failures),
+        "ok_requests": ok,
+        "failed_requests": len(failures) - timed_out,
+        "timed_out_requests": timed_out,
+        "failure_rate": ratio(len(failures), ok + len(failures)),
+        "failures": [RequestFailure(prompt_id=f.prompt_id, outcome=f.outcome, error=f.error) for f in failures][
+            :MAX_FAILURES_LISTED
+        ],
+    }
+
+
 def load_stats(phase, ttft_limit: Optional[float], tpot_limit: Optional[float]) -> LoadStats:
-    """One phase's requests over its measured load runs (its timed windows)."""
+    """One phase's requests over its measured load runs (its timed windows): the figures over its ok requests (its
+    generations), the failed and timed-out ones counted beside them."""
     gens = phase.all()
     duration = phase.wall_s()
     good = None
     if ttft_limit is not None or tpot_limit is not None:
         good = sum(metrics.meets_slo(g, ttft_limit, tpot_limit) for g in gens)
     return LoadStats(
-        requests=len(gens),
+        **_accounting(len(gens), phase.failures),
         duration_s=duration,
         request_throughput=ratio(len(gens), duration),
         output_throughput=ratio(phase.output_tokens(), duration),
@@ -31,7 +47,7 @@ def load_stats(phase, ttft_limit: Optional[float], tpot_limit: Optional[float]) 
         e2e_s=Percentiles(**metrics.percentiles([g.wall_s for g in gens])),
         queued_s=Percentiles(**metrics.percentiles([g.queued_s for g in gens])),
         goodput=ratio(good, duration),
-        goodput_fraction=ratio(good, len(gens)),
+        goodput_fraction=ratio(good, len(gens) + len(phase.failures)),  # a request that failed met no limit
     )
 
 

@@ -6,7 +6,7 @@ import math
 import sys
 from typing import Optional
 
-from specsweep.results.types import Energy, Lossless, Metrics, Result
+from specsweep.results.types import Energy, Lossless, Metrics, Result, Serving
 
 
 def _fmt(value, spec: str = "{:.3g}") -> str:
@@ -26,6 +26,19 @@ def _lossless_line(lossless: Optional[Lossless]) -> str:
     return f"  lossless: {lossless.match_rate if lossless.checked else lossless.reason}"
 
 
+def _requests_line(serving: Optional[Serving]) -> Optional[str]:
+    """A served job's request accounting: its figures are the ok requests'; the others are counted here."""
+    if serving is None:
+        return None
+    load = serving.speculative
+    line = f"  requests: {load.ok_requests} ok, {load.failed_requests} failed, {load.timed_out_requests} timed out"
+    if load.failure_rate:
+        line += f" (failure rate {_fmt(load.failure_rate)}; first: {load.failures[0].error})"
+    if serving.acceptance_unavailable_reason:
+        line += f"\n  acceptance: n/a ({serving.acceptance_unavailable_reason})"
+    return line
+
+
 def print_summary(result: Result) -> None:
     m = result.metrics or Metrics()
     lines = [
@@ -36,5 +49,6 @@ def print_summary(result: Result) -> None:
         f"  TTFT {_fmt(m.ttft_s)} s, TPOT {_fmt(m.tpot_s)} s, peak memory {_fmt(m.peak_memory_mb, '{:.0f}')} MB",
         _lossless_line(result.lossless),
         _energy_line(result.energy),
+        _requests_line(result.serving),
     ]
-    print("\n".join(lines), file=sys.stderr)
+    print("\n".join(line for line in lines if line is not None), file=sys.stderr)

@@ -305,6 +305,9 @@ class Theory:
     curve_note: Optional[str] = doc("why curve is null although measurement.cost_model=true", default=None)
 
 
+MAX_FAILURES_LISTED = 10  # LoadStats.failures: enough to see the pattern, not a copy of a large run's log
+
+
 @dataclass(kw_only=True)
 class Percentiles:
     """Percentiles of one per-request (or per-gap) latency, seconds (null where n = 0)."""
@@ -317,12 +320,37 @@ class Percentiles:
 
 
 @dataclass(kw_only=True)
-class LoadStats:
-    """One phase of a served job under load, over every measured load run (repetitions x prompts requests)."""
+class RequestFailure:
+    """A request of a measured load run that did not end well."""
 
-    requests: int = doc("requests measured")
+    prompt_id: str = doc("its prompt")
+    outcome: str = doc(
+        "failed (an HTTP error, a broken or malformed stream, ...) or timed_out (backend.request_timeout_s)"
+    )
+    error: str = doc("what went wrong, one line")
+
+
+@dataclass(kw_only=True)
+class LoadStats:
+    """One phase of a served job under load, over every measured load run (repetitions x prompts requests). Latency
+    and throughput figures are over the ok requests; the others are counted beside them."""
+
+    requests: int = doc("requests sent in the measured load runs: ok + failed + timed out")
+    ok_requests: int = doc("requests answered in full (the figures below are theirs)")
+    failed_requests: int = doc(
+        "requests that failed: an HTTP error status, a response that is not an event stream, "
+        "a malformed or error chunk, a broken connection, a stream ended before [DONE]"
+    )
+    timed_out_requests: int = doc("requests not done backend.request_timeout_s after they were sent")
+    failure_rate: Optional[float] = doc(
+        "(failed + timed out) / requests (null: no requests); the job fails above measurement.max_failure_rate",
+        default=None,
+    )
+    failures: List[RequestFailure] = doc(
+        f"the first {MAX_FAILURES_LISTED} requests that failed or timed out", default_factory=list
+    )
     duration_s: float = doc("wall seconds of the measured load runs (first request sent to last response ended)")
-    request_throughput: Optional[float] = doc("requests / duration_s", default=None)
+    request_throughput: Optional[float] = doc("ok requests / duration_s", default=None)
     output_throughput: Optional[float] = doc("output tokens / duration_s (= metrics.tokens_per_s)", default=None)
     mean_concurrency: Optional[float] = doc(
         "achieved concurrency: the requests' end-to-end seconds summed / duration_s", default=None
@@ -339,7 +367,9 @@ class LoadStats:
         "requests per second that met both limits (measurement.slo_ttft_s, slo_tpot_s); null when neither is set",
         default=None,
     )
-    goodput_fraction: Optional[float] = doc("share of requests that met both limits", default=None)
+    goodput_fraction: Optional[float] = doc(
+        "share of requests that met both limits (failed and timed-out requests met none)", default=None
+    )
 
 
 @dataclass(kw_only=True)

@@ -9,6 +9,12 @@ per-request records we can pair by prompt, and this is a hundred lines on httpx,
 Timing: every time is `time.perf_counter()` in this process. A request's clock starts when it is sent (after its
 arrival time and a free concurrency slot), so queueing in the client is not counted as server latency; the wait is
 recorded separately (`queued_s`).
+
+Every request ends in one of three outcomes (`Record.outcome`): ok; failed, with a one-line reason (an HTTP error
+status, a response that is not an event stream, a malformed chunk, an error chunk, a broken connection, a stream that
+ends before `data: [DONE]`); or timed out, when it is not done `timeout_s` after it was sent (the whole request, not
+the gap between chunks: a server that trickles tokens forever is cut too). Nothing raises out of a load run and no
+request waits without a bound, so a misbehaving server costs at most `timeout_s` per request slot.
 """
 
 from __future__ import annotations
@@ -47,6 +53,12 @@ class Record:
     completion_tokens: Optional[int] = None  # the server's count (usage)
     prompt_tokens: Optional[int] = None
     error: Optional[str] = None
+    timed_out: bool = False  # not done timeout_s after it was sent (error says so too)
+
+    @property
+    def outcome(self) -> str:
+        """ "ok", "failed" or "timed_out"."""
+        return "timed_out" if self.timed_out else "failed" if self.error else "ok"
 
 
 def arrival_offsets(n: int, request_rate: Optional[float], seed: int) -> List[float]:
@@ -93,35 +105,60 @@ def _take_chunk(record: Record, chunk: Dict[str, Any], sent: float, state: Dict[
         record.token_ids = (record.token_ids or []) + ids
 
 
-async def _stream(client, url: str, request: Request, record: Record) -> None:
+def _parse_chunk(data: str) -> Dict[str, Any]:
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        chunk = None
+    if not isinstance(chunk, dict):
+        raise RuntimeError(f"malformed event-stream chunk: {' '.join(data.split())[:200]!r}")
+    return chunk
+
+
+async def _stream(client, url: str, request: Request, record: Record, sent: float) -> None:
     body = {**request.body, "stream": True, "stream_options": {"include_usage": True}}
-    sent = time.perf_counter()
     state: Dict[str, float] = {}
     async with client.stream("POST", url + request.path, json=body) as response:
         if response.status_code != 200:
             detail = (await response.aread()).decode(errors="replace")
             raise RuntimeError(f"HTTP {response.status_code}: {' '.join(detail.split())[:300]}")
+        kind = response.headers.get("content-type", "")
+        if not kind.startswith("text/event-stream"):
+            # a whole JSON answer (or an error page) would parse as a stream without a single token
+            raise RuntimeError(f"expected a text/event-stream response, got content type {kind or '(none)'!r}")
         async for line in response.aiter_lines():
             if not line.startswith("data:"):
                 continue
             data = line[5:].strip()
             if data == "[DONE]":
-                break
-            _take_chunk(record, json.loads(data), sent, state)
-    record.e2e_s = time.perf_counter() - sent
+                record.e2e_s = time.perf_counter() - sent
+                return
+            _take_chunk(record, _parse_chunk(data), sent, state)
+    # a server that closes the stream early (cleanly) would otherwise pass for a short answer
+    raise RuntimeError("the stream ended before data: [DONE]")
 
 
-async def _one(client, url: str, request: Request, at: float, start: float, slots: asyncio.Semaphore) -> Record:
+def _reason(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+async def _one(client, url: str, request: Request, at: float, start: float, slots, timeout_s: float) -> Record:
+    import httpx
+
     record = Record(request.prompt_id, scheduled_s=at)
     await asyncio.sleep(max(0.0, start + at - time.perf_counter()))
     arrived = time.perf_counter()
     async with slots:
-        record.queued_s = time.perf_counter() - arrived
+        sent = time.perf_counter()
+        record.queued_s = sent - arrived
         try:
-            await _stream(client, url, request, record)
+            await asyncio.wait_for(_stream(client, url, request, record, sent), timeout_s)
+        except (asyncio.TimeoutError, httpx.TimeoutException):  # httpx's per-read bound is the same timeout_s
+            record.timed_out = True
+            record.error = f"timed out: not done {timeout_s:g} s after it was sent (backend.request_timeout_s)"
         except Exception as err:  # recorded per request; the caller decides what a failed request means
-            text = " ".join(str(err).split())
-            record.error = f"{type(err).__name__}: {text}" if text else type(err).__name__
+            record.error = _reason(err)
     return record
 
 
@@ -130,11 +167,11 @@ async def _run(url, requests, concurrency, request_rate, seed, timeout_s) -> Lis
 
     offsets = arrival_offsets(len(requests), request_rate, seed)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    timeout = httpx.Timeout(timeout_s, connect=30.0)
+    timeout = httpx.Timeout(timeout_s, connect=min(30.0, timeout_s))  # per read; the whole request: _one's bound
     slots = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
         start = time.perf_counter()
-        tasks = [_one(client, url, r, at, start, slots) for r, at in zip(requests, offsets)]
+        tasks = [_one(client, url, r, at, start, slots, timeout_s) for r, at in zip(requests, offsets)]
         return list(await asyncio.gather(*tasks))
 
 
@@ -146,5 +183,6 @@ def run_load(
     seed: int = 0,
     timeout_s: float = 600.0,
 ) -> List[Record]:
-    """Send every request (in order of arrival), at most `concurrency` in flight; one Record each, in order."""
+    """Send every request (in order of arrival), at most `concurrency` in flight; one Record each, in order, whatever
+    the server does (see `Record.outcome`): each request is bounded by `timeout_s` from when it is sent."""
     return asyncio.run(_run(url, requests, concurrency, request_rate, seed, timeout_s))

@@ -139,16 +139,37 @@ class ManagedServer:
         import httpx
 
         deadline = time.monotonic() + self.spec.startup_timeout_s
+        impostor = ""
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise self.error(f"exited with code {self.proc.returncode} before it was healthy")
+                raise self.error(f"exited with code {self.proc.returncode} before it was healthy{impostor}")
             try:
-                if httpx.get(self.url + self.spec.health_path, timeout=2.0).status_code == 200:
-                    return
+                healthy = httpx.get(self.url + self.spec.health_path, timeout=2.0).status_code == 200
             except httpx.HTTPError:
-                pass
+                healthy = False
+            # the port was free when chosen, but something else may have bound it since: its answer is not ours
+            if healthy and self.listens_on_port() is False:
+                impostor = f" (port {self.port} was answered by a process that is not this server)"
+            elif healthy:
+                return
             time.sleep(0.5)
-        raise self.error(f"was not healthy within {self.spec.startup_timeout_s:g} s (backend.startup_timeout_s)")
+        timeout = f"was not healthy within {self.spec.startup_timeout_s:g} s (backend.startup_timeout_s){impostor}"
+        raise self.error(timeout)
+
+    def listens_on_port(self) -> Optional[bool]:
+        """Whether a process of the server's group listens on its port (None: the platform does not say)."""
+        import psutil
+
+        for proc in self.group_members():
+            try:
+                connections = proc.net_connections(kind="tcp")
+            except psutil.AccessDenied:
+                return None
+            except psutil.NoSuchProcess:
+                continue
+            if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == self.port for c in connections):
+                return True
+        return False
 
     def _first_request(self, path: str, body: Dict[str, object]) -> None:
         import httpx
@@ -196,6 +217,7 @@ class ManagedServer:
         _LIVE.discard(self)
         if self.proc.poll() is None:
             self._signal_group(signal.SIGTERM)
+            self._signal_group(signal.SIGCONT)  # a stopped (SIGSTOP) server acts on SIGTERM only once it runs
             try:
                 self.proc.wait(timeout=STOP_GRACE_S)
             except subprocess.TimeoutExpired:
