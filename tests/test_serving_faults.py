@@ -7,7 +7,7 @@
 - More failed + timed-out requests than measurement.max_failure_rate: the job fails in one line (counts, limit,
   first reason). As many or fewer: the job is ok, its figures are the ok requests', the counts and rate beside them
   (result.json `serving`, the console summary).
-- A request timed out: the server is stopped, not kept for the next job.
+- A request timed out: the server is stopped, not kept for the next job; a stopped (SIGSTOP) server stops at once.
 - A server that never becomes healthy (/health 503): ServerError after backend.startup_timeout_s, nothing left.
 - A port already in use by another healthy server: its answer is not taken for ours; ServerError naming the port.
 - /metrics missing or malformed from the start of a speculative vLLM job: the job fails at load, one line.
@@ -103,6 +103,19 @@ def test_a_port_taken_by_another_server_is_not_mistaken_for_ours(tmp_path, fake_
     assert f"(port {other.port} was answered by a process that is not this server)" in message
     assert "Address already in use" in message  # the server's own complaint, from its log
     assert not ours.alive() and not group_alive(ours) and other.alive()
+
+
+def test_a_stopped_server_is_stopped_at_once_not_after_the_grace_period(tmp_path):
+    import os
+    import signal
+
+    server = ManagedServer(fake_spec(tmp_path, "--child"))
+    server.start()
+    os.killpg(server.proc.pid, signal.SIGSTOP)  # as a debugger or an operator might leave it
+    start = time.perf_counter()
+    server.stop()
+    assert time.perf_counter() - start < server_mod.STOP_GRACE_S / 2  # SIGCONT let it act on SIGTERM
+    assert not server.alive() and not group_alive(server)
 
 
 # --- a served engine: the failure rate, timeouts, /metrics -----------------------------------------------------------
