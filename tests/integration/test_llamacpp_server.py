@@ -33,6 +33,9 @@ SMALL = [
     "logger=none",
 ]
 SERVE = "specsweep.backends.llamacpp.serve"
+# OpenMP threads that sleep instead of spinning at barriers: with llama.cpp's threads on every core, one other busy
+# process (a shared CI machine) made a load run here 10x slower when they spin (docs/llamacpp.md).
+PASSIVE = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def test_none_ngram_and_draft_model_at_concurrency_1_and_2(tmp_path, marker):  # noqa: F811
@@ -42,7 +45,7 @@ def test_none_ngram_and_draft_model_at_concurrency_1_and_2(tmp_path, marker):  #
         "speculation=none,ngram,draft_model",
         "generation.concurrency=1,2",
         cwd=tmp_path,
-        env={MARK: marker},
+        env={MARK: marker, **PASSIVE},
         timeout=1200,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -53,6 +56,7 @@ def test_none_ngram_and_draft_model_at_concurrency_1_and_2(tmp_path, marker):  #
         assert env["engine"].startswith("llama.cpp server") and env["server_managed"] and env["xllamacpp"]
         assert env["server_slots"] == concurrency and SERVE in env["server_command"]  # one slot per request in flight
         assert env["server_reused"] is False  # each concurrency is a server of its own (n_parallel)
+        assert env["engine_env"]["OMP_WAIT_POLICY"] == "PASSIVE"  # inherited by the server, and recorded
         assert s["concurrency"] == concurrency and s["speculative"]["requests"] == 2
         assert s["speculative"]["goodput"] is not None and 0 <= s["speculative"]["goodput_fraction"] <= 1
         assert s["speculative"]["itl_s"]["n"] > 0 and s["speculative"]["ttft_s"]["p50"] > 0
@@ -66,7 +70,8 @@ def test_none_ngram_and_draft_model_at_concurrency_1_and_2(tmp_path, marker):  #
         # the counters, differenced around the load run: consistent with one another
         k = r["k"]
         assert m["num_drafts"] * k >= m["drafted_tokens"] >= m["accepted_tokens"] >= 0, (method, concurrency, m)
-        assert m["drafted_tokens"] > 0, (method, concurrency)
+        # both methods draft and get drafts accepted here (ngram: 4 of 16 in every run seen; the 0.5B for itself: all)
+        assert m["drafted_tokens"] >= m["accepted_tokens"] > 0, (method, concurrency)
         assert sum(m["acceptance_per_position"]) * m["num_drafts"] == pytest.approx(m["accepted_tokens"])
         assert r["lossless"]["checked"] and "not bit-exact" in r["lossless"]["note"]
     for concurrency in (1, 2):  # the 0.5B drafting for itself: nearly every draft accepted

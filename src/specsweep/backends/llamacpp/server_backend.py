@@ -134,6 +134,10 @@ class LlamacppServerBackend(ServedBackend):
             "threads": params.get("cpuparams.n_threads"),
             "draft_threads": params.get("speculative.draft.cpuparams.n_threads"),
             "n_batch": params.get("n_batch"),
+            # e.g. OMP_WAIT_POLICY: OpenMP's spin-waiting decides how llama.cpp's threads fare beside other processes
+            "engine_env": {k: v for k, v in server_env().items() if k.startswith(ENGINE_ENV_PREFIXES)}
+            if self.server is not None
+            else None,
             "output_ids": OUTPUT_IDS_FROM,
             "machine": platform.machine(),
         }
