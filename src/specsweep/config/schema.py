@@ -117,7 +117,7 @@ class GenerationConfig:
     seed: int = 0  # sampling seed
     chat_template: bool = True  # wrap prompts in the tokenizer's chat template
     batch_size: int = bounded(1, ge=1)  # prompts per generate call (speculation's benefit falls as it grows)
-    # Served backends (backend=vllm_server, mlx_server) only: the load a server is measured under.
+    # Served backends (vllm_server, mlx_server, llamacpp_server) only: the load a server is measured under.
     concurrency: int = bounded(1, ge=1)  # most requests in flight at once
     # Poisson arrivals at this many requests/s; null: each request is sent as soon as the concurrency allows
     request_rate: Optional[float] = bounded(None, gt=0, null="as fast as the concurrency allows")

@@ -285,7 +285,7 @@ def latency_energy_pareto(jobs: List[Job]) -> Union[Figure, str]:
     return fig
 
 
-NO_SERVED = "no served job with speculation (backend=vllm_server or mlx_server, e.g. speculation=none,ngram)"
+NO_SERVED = "no served job with speculation (e.g. backend=llamacpp_server speculation=none,ngram)"
 
 
 def _concurrency_axis(ax, levels) -> None:

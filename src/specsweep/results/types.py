@@ -374,8 +374,8 @@ class LoadStats:
 
 @dataclass(kw_only=True)
 class Serving:
-    """A served job (backend=vllm_server, mlx_server): the load it ran under and the per-request latencies of its
-    phase and of its baseline at the same load."""
+    """A served job (vllm_server, mlx_server, llamacpp_server): the load it ran under and the per-request latencies
+    of its phase and of its baseline at the same load."""
 
     concurrency: int = doc("most requests in flight at once (generation.concurrency)")
     request_rate: Optional[float] = doc("Poisson arrival rate, requests/s (null: as fast as the concurrency allows)")
