@@ -160,7 +160,7 @@ def test_same_config_reuses_the_engine_process_and_ngram_gets_a_fresh_one(vllm_t
     assert {g.prompt_id: g.output_ids for g in gens} == base_ids
     for g in gens:
         assert g.ttft_s is not None and 0 < g.ttft_s <= g.wall_s
-    total = gens[0].acceptance.add(gens[1].acceptance).add(gens[2].acceptance)
+    total = gens[0].acceptance + gens[1].acceptance + gens[2].acceptance
     assert_consistent(total, k=3)
 
 
@@ -175,7 +175,7 @@ def test_eagle_heads_build_run_and_stay_lossless(vllm_tiny_dir, baseline, method
     )
     gens, engine = run_batch(cfg, session)
     assert {g.prompt_id: g.output_ids for g in gens} == baseline[0]
-    total = gens[0].acceptance.add(gens[1].acceptance).add(gens[2].acceptance)
+    total = gens[0].acceptance + gens[1].acceptance + gens[2].acceptance
     assert total.drafted > 0 and total.accepted <= total.drafted
     assert all(a >= b for a, b in zip(total.accepted_per_position, total.accepted_per_position[1:]))
     for g in gens:  # output = the prefill's token + per verification step (accepted + 1), the last step maybe cut
