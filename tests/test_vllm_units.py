@@ -223,3 +223,33 @@ def test_newer_vllm_methods_map_with_their_weights():
         "model": "org/dflash-head",
     }
     assert speculative_config(SpeculationConfig(method="dspark"), None) == {"method": "dspark"}
+
+
+def _flat(node, prefix=""):
+    out = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+@pytest.mark.parametrize("method", ["ngram", "draft_model"])
+def test_the_baseline_engine_differs_from_the_speculative_one_only_in_speculation(method):
+    """The lossless check compares two engines: field by field, the job's baseline config may differ from its
+    speculative one in the speculative_config and in the per-request metrics switch that counts acceptance, and in
+    nothing else (a dtype, cache or batching difference would move greedy outputs for a reason that is not
+    speculation)."""
+    from specsweep.backends import native_config
+    from specsweep.measure.baseline import baseline_config
+    from specsweep.models.resolve import resolve_models
+
+    cfg = composed("backend=vllm", f"speculation={method}", "backend.dtype=float32")
+    base = baseline_config(cfg)
+    spec = _flat(native_config(cfg, resolve_models(cfg, prepare=False)))
+    plain = _flat(native_config(base, resolve_models(base, prepare=False)))
+    differ = {k for k in spec.keys() | plain.keys() if spec.get(k) != plain.get(k)}
+    counting = {"llm_kwargs.per_request_spec_decode_metrics"}  # vLLM's per-request acceptance histogram
+    assert differ - counting == {k for k in differ if k.startswith("speculative_config.")}, differ
+    assert not any(k.startswith("speculative_config.") for k in plain)  # the baseline has none
