@@ -3,8 +3,10 @@ real unwritable paths, a real edited dataset. Jobs run on the weight-free plugin
 
 from __future__ import annotations
 
+import asyncio
 import json
 import multiprocessing
+import os
 import signal
 import subprocess
 import sys
@@ -100,6 +102,34 @@ def test_sigterm_and_ctrl_c_are_recorded_as_interrupted(tmp_path, sig, code):
     (row,) = store.read_table(tmp_path / "outputs" / "runs" / store.TABLE_FILE)
     assert row["status"] == "interrupted"
     assert "Traceback" not in stderr
+
+
+async def _sigterm_inside_a_task_group() -> None:
+    async def signal_self() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.sleep(30)
+
+    async with asyncio.TaskGroup() as group:
+        group.create_task(signal_self())
+
+
+def test_a_sigterm_that_lands_inside_an_async_task_group_is_still_an_interruption(tmp_path):
+    """The load generator's httpx connects inside a task group, which wraps the SIGTERM's exception in a
+    BaseExceptionGroup; it was recorded `failed` and exited 1 (CI, the vLLM server's SIGTERM test) instead of 143."""
+    from specsweep.config.compose import compose_config
+    from specsweep.config.register import register_configs
+    from specsweep.job import JobPaths, recording
+
+    register_configs()
+    cfg = compose_config(["logger=none", "energy=none"])
+    paths = JobPaths(tmp_path / "run", tmp_path / "results.jsonl", tmp_path / "results.jsonl", [], multirun=False)
+    paths.run_dir.mkdir()
+    with pytest.raises(SystemExit) as exited:
+        with recording(cfg, paths):
+            asyncio.run(_sigterm_inside_a_task_group())
+    assert exited.value.code == 143
+    result = json.loads((paths.run_dir / store.RESULT_FILE).read_text())
+    assert result["status"] == "interrupted" and result["error"] == "SIGTERM received"
 
 
 def _append_rows(table: str, writer: int, count: int) -> None:

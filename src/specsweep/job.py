@@ -25,6 +25,11 @@ from specsweep.results.redact import redact_overrides
 from specsweep.results.types import Result, now, summary_row
 from specsweep.results.validity import changed, validity
 
+if sys.version_info >= (3, 11):
+    from builtins import BaseExceptionGroup
+else:  # anyio's backport (httpx needs anyio, which needs it before 3.11)
+    from exceptiongroup import BaseExceptionGroup
+
 log = logging.getLogger("specsweep")
 
 
@@ -130,6 +135,28 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _interruption(err: BaseException) -> Optional[BaseException]:
+    """The Ctrl-C or SIGTERM that ended the job, also when an async task group wrapped it in a BaseExceptionGroup
+    (the load generator's httpx connects inside one: the signal lands there as often as anywhere)."""
+    if isinstance(err, (KeyboardInterrupt, JobInterrupted)):
+        return err
+    if isinstance(err, BaseExceptionGroup):
+        group = err.subgroup(lambda e: isinstance(e, (KeyboardInterrupt, JobInterrupted)))
+        while isinstance(group, BaseExceptionGroup):
+            group = group.exceptions[0]
+        return group
+    return None
+
+
+def _failed(result: Result, err: BaseException) -> None:
+    """A failed job is recorded, never lost, and the sweep goes on; a config error is its one line."""
+    from specsweep.config.validate import ConfigError
+
+    result.status, result.error = "failed", one_line(err)
+    trace = "" if isinstance(err, ConfigError) else "\n" + traceback.format_exc()
+    log.error("job failed: %s%s", result.error, trace)
+
+
 @contextlib.contextmanager
 def recording(cfg, job: JobPaths) -> Iterator[Result]:
     """Yield the job's Result and record it however the job ends.
@@ -145,14 +172,14 @@ def recording(cfg, job: JobPaths) -> Iterator[Result]:
         with _sigterm_raises():
             yield result
         result.status = "ok"
-    except (KeyboardInterrupt, JobInterrupted) as err:
-        result.status, result.error = "interrupted", str(err) or type(err).__name__
-    except Exception as err:  # a failed job is recorded, never lost, and the sweep goes on
-        from specsweep.config.validate import ConfigError
-
-        result.status, result.error = "failed", one_line(err)
-        trace = "" if isinstance(err, ConfigError) else "\n" + traceback.format_exc()  # a config error is its line
-        log.error("job failed: %s%s", result.error, trace)
+    except BaseException as err:
+        stop = _interruption(err)
+        if stop is not None:
+            result.status, result.error = "interrupted", str(stop) or type(stop).__name__
+        elif isinstance(err, Exception):
+            _failed(result, err)
+        else:
+            raise  # SystemExit, GeneratorExit: not a job outcome
     finally:
         _record(result, cfg, job)
     if result.status == "interrupted":
