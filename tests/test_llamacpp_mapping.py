@@ -447,7 +447,8 @@ def fake_engine(server: FakeServer):
     from specsweep.models.resolve import resolve_models
     from specsweep.session import Session
 
-    cfg = compose_cfg("speculation=draft_model", "speculation.num_speculative_tokens=2")
+    # null: this process may hold torch's OpenMP already, which a configured wait policy would refuse (tested below)
+    cfg = compose_cfg("speculation=draft_model", "speculation.num_speculative_tokens=2", "backend.omp_wait_policy=null")
     engine = LlamacppBackend(cfg, native_config(cfg), resolve_models(cfg, prepare=False), Session())
     engine.server, engine.http = server, FakeTokenizer()
     return engine
@@ -477,3 +478,60 @@ def test_counters_that_disagree_with_the_timings_or_an_error_fail_the_generation
     engine = fake_engine(FakeServer(counted=(0, 0, 0, [0, 0]), reported=(0, 0), error="the prompt is too long"))
     with pytest.raises(RuntimeError, match="^llama.cpp refused the request: the prompt is too long$"):
         engine.generate([Prompt("a", "code", "hi")])
+
+
+# --- OpenMP's wait policy: set for the engine's load only, and what decides the pairing -------------------------------
+
+
+def test_the_wait_policy_is_the_engines_environment_and_decides_the_pairing(monkeypatch):
+    from specsweep.measure.baseline import pairing
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    cfg = compose_cfg()
+    validate(cfg)
+    assert native_config(cfg)["env"] == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert pairing(cfg)[0] == "interleaved"
+    active = compose_cfg("backend.omp_wait_policy=active")
+    assert native_config(active)["env"] == {"OMP_WAIT_POLICY": "ACTIVE"}
+    mode, why = pairing(active)
+    assert mode == "phased" and "threads spin before they sleep" in why
+    inherited = compose_cfg("backend.omp_wait_policy=null")
+    assert native_config(inherited)["env"] == {} and pairing(inherited)[0] == "phased"  # unset: it spins, then sleeps
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+    assert pairing(inherited)[0] == "interleaved"
+    with pytest.raises(
+        ConfigError, match=r"^measurement.pairing='interleaved' is invalid: expected auto or phased on backend=llamacpp"
+    ):
+        validate(compose_cfg("backend.omp_wait_policy=active", "measurement.pairing=interleaved"))
+
+
+LOAD = """
+import sys
+from specsweep.backends.llamacpp.backend import load_xllamacpp, _LOADED_WITH
+if sys.argv[1] == "torch-first":
+    import torch  # loads libgomp, which reads OMP_WAIT_POLICY (unset) once
+try:
+    load_xllamacpp({"OMP_WAIT_POLICY": "PASSIVE"})
+except RuntimeError as err:
+    print("refused:", err)
+import os
+print("after:", os.environ.get("OMP_WAIT_POLICY"), _LOADED_WITH)
+"""
+
+
+@pytest.mark.skipif(not llamacpp_config.installed(), reason="xllamacpp is not installed")
+def test_openmp_reads_the_engines_wait_policy_at_load_and_an_already_loaded_one_is_refused(tmp_path):
+    """A real second process each: OMP_DISPLAY_ENV makes libgomp print what it read when it was loaded (its spin
+    count: 0 when passive, 300000 when unset; its OMP_WAIT_POLICY line says PASSIVE for both)."""
+    import subprocess
+    import sys
+
+    env = {"OMP_DISPLAY_ENV": "VERBOSE", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    fresh = subprocess.run([sys.executable, "-c", LOAD, "fresh"], env=env, capture_output=True, text=True, timeout=120)
+    assert "GOMP_SPINCOUNT = '0'" in fresh.stderr, fresh.stderr[-2000:]
+    assert "after: None {'OMP_WAIT_POLICY': 'PASSIVE'}" in fresh.stdout  # the process's own environment is as it was
+    late = subprocess.run(
+        [sys.executable, "-c", LOAD, "torch-first"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert "GOMP_SPINCOUNT = '300000'" in late.stderr and "GOMP_SPINCOUNT = '0'" not in late.stderr
+    assert "refused: llama.cpp's OpenMP in this process already runs with OMP_WAIT_POLICY unset" in late.stdout

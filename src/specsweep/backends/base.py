@@ -77,6 +77,11 @@ class BackendConfig:
 
     name: str = MISSING  # backend id, as chosen with `backend=<name>`
 
+    def pairing_blocker(self) -> Optional[str]:
+        """Why this job cannot interleave its baseline with the speculative generations (None: it can). The class's
+        `single_engine_reason`, unless a backend's own settings decide (llama.cpp: its threads' wait policy)."""
+        return type(self).single_engine_reason
+
     @classmethod
     def backend_name(cls) -> str:
         return cls.__dataclass_fields__["name"].default

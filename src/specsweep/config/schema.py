@@ -168,7 +168,7 @@ class MeasurementConfig:
             for path in self.objective
             if path not in known
         ]
-        blocker = type(cfg.backend).single_engine_reason
+        blocker = cfg.backend.pairing_blocker()
         if self.pairing == Pairing.interleaved and blocker:
             allowed = f"auto or phased on backend={cfg.backend.name} ({blocker})"
             problems.append(("measurement.pairing", str(self.pairing), allowed))

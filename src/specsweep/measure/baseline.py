@@ -51,7 +51,7 @@ def reused(cfg, session):
 
 def pairing(cfg) -> Tuple[str, str]:
     """How this job pairs its baseline with the speculative generations, and why."""
-    blocker = type(cfg.backend).single_engine_reason
+    blocker = cfg.backend.pairing_blocker()
     if str(cfg.measurement.pairing) == "phased":
         return "phased", "measurement.pairing=phased"
     if blocker:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -18,7 +19,6 @@ from typing import Any, Callable, Dict, List, Optional
 
 import httpx
 import psutil
-import xllamacpp
 
 from specsweep.backends.base import Backend
 from specsweep.backends.llamacpp.mapping import COUNTERS, SPEC_TYPE
@@ -39,6 +39,45 @@ COUNTS_FROM = (
 )
 
 
+xllamacpp: Any = None  # imported by load_xllamacpp, under the engine's environment
+_LOADED_WITH: Dict[str, Optional[str]] = {}  # what OpenMP read when it was loaded: it reads its variables once
+
+
+def _libgomp_loaded() -> bool:
+    maps = Path("/proc/self/maps")
+    return maps.is_file() and "libgomp" in maps.read_text()
+
+
+def load_xllamacpp(env: Dict[str, str]) -> Any:
+    """xllamacpp, imported with `env` (e.g. OMP_WAIT_POLICY) set for that moment only: OpenMP reads it when it is
+    loaded, and the rest of the process keeps its own environment. Refused when OpenMP is already running with other
+    values (loaded by an earlier job, or by torch), since the engine would silently run otherwise than configured."""
+    global xllamacpp
+    if xllamacpp is None:
+        already = _libgomp_loaded()
+        before = {key: os.environ.get(key) for key in env}
+        _LOADED_WITH.update(before if already else env)
+        os.environ.update({} if already else env)
+        try:
+            import xllamacpp as module
+        finally:
+            for key, value in before.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        xllamacpp = module
+    for key, value in env.items():
+        have = _LOADED_WITH.get(key, os.environ.get(key))
+        if (have or "").lower() != value.lower():
+            raise RuntimeError(
+                f"llama.cpp's OpenMP in this process already runs with {key}"
+                f"{'=' + have if have else ' unset'} (it reads it once, when loaded), not {value}: run this job in a "
+                "process of its own, or set it before main.py starts and backend.omp_wait_policy=null"
+            )
+    return xllamacpp
+
+
 class CountMismatch(RuntimeError):
     """The server's /metrics counters and a response's timings disagree about one request."""
 
@@ -55,16 +94,17 @@ def _release(_server=None) -> None:
 
 def build_params(fields: Dict[str, Any]) -> "xllamacpp.CommonParams":
     """A CommonParams with every dotted field of the native config set (speculative types from their enum names)."""
-    params = xllamacpp.CommonParams()
+    engine = load_xllamacpp({})
+    params = engine.CommonParams()
     for dotted, value in fields.items():
         *path, name = dotted.split(".")
         owner = params
         for part in path:
             owner = getattr(owner, part)
         if not hasattr(owner, name):
-            raise AttributeError(f"xllamacpp {xllamacpp.__version__}: CommonParams has no field {dotted}")
+            raise AttributeError(f"xllamacpp {engine.__version__}: CommonParams has no field {dotted}")
         if dotted == "speculative.types":
-            value = [getattr(xllamacpp.common_speculative_type, v) for v in value]
+            value = [getattr(engine.common_speculative_type, v) for v in value]
         setattr(owner, name, value)
     return params
 
@@ -122,6 +162,7 @@ class LlamacppBackend(Backend):
 
     def __init__(self, cfg, native: Dict[str, Any], models, session):
         super().__init__(cfg, native, models, session)
+        load_xllamacpp(native.get("env", {}))
         self.server: Any = None
         self.http: Optional[httpx.Client] = None
         self.props: Dict[str, Any] = {}
@@ -255,6 +296,7 @@ class LlamacppBackend(Backend):
             "draft_threads": params.get("speculative.draft.cpuparams.n_threads"),
             "n_ctx": params.get("n_ctx"),
             "n_batch": params.get("n_batch"),
+            "omp_wait_policy": _LOADED_WITH.get("OMP_WAIT_POLICY") or os.environ.get("OMP_WAIT_POLICY"),
             "model_ftype": self.props.get("model_ftype"),
             "output_ids": OUTPUT_IDS_FROM,
             "ttft": TTFT_FROM,

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from specsweep.backends.base import AdaptiveDraft, BackendConfig
 from specsweep.backends.llamacpp import mapping
-from specsweep.backends.llamacpp.mapping import NgramVariant
+from specsweep.backends.llamacpp.mapping import NgramVariant, WaitPolicy
 from specsweep.core import Problem
 from specsweep.fields import bounded
 from specsweep.models import packaged
@@ -51,9 +51,12 @@ class LlamacppBackendConfig(BackendConfig):
     engine = "specsweep.backends.llamacpp.backend.LlamacppBackend"
     distributions = ("xllamacpp",)
     weights_format = "gguf"  # model references resolve to GGUF files (models.resolve), packaged ones unconverted
+    # Interleaved pairing gives the baseline a server of its own (xllamacpp's server ignores per-request speculative
+    # settings, so one server cannot turn drafting off); both map the same GGUF file, so the weights are in memory once.
+    # Unless threads sleep at once (passive), the idle server's spinning slowed the interleaved baseline by 17%.
     single_engine_reason = (
-        "xllamacpp's server ignores per-request speculative settings (speculative.n_max=0, speculative.types=none: "
-        "drafting stays on), so the baseline needs a server of its own, loaded before or after the speculative one"
+        "unless OMP_WAIT_POLICY is passive (backend.omp_wait_policy) an idle server's threads spin before they sleep "
+        "and slow the other one's, so the baseline and the speculative server run one after the other"
     )
 
     name: str = "llamacpp"
@@ -63,10 +66,20 @@ class LlamacppBackendConfig(BackendConfig):
     n_batch: int = bounded(2048, ge=1)  # most prompt tokens per llama_decode call (logical batch)
     n_gpu_layers: int = bounded(-1, ge=-1)  # layers offloaded on a GPU build (-1: llama.cpp's choice); CPU: unused
     ngram_variant: NgramVariant = NgramVariant.ngram_simple  # the n-gram proposer of speculation.method=ngram
+    # OpenMP's wait policy for llama.cpp's threads (null: as inherited; unset, they spin 300,000 times, then sleep).
+    # passive: repeatable, lets the baseline interleave; unset was 23% faster alone on an idle machine (results.md)
+    omp_wait_policy: Optional[WaitPolicy] = WaitPolicy.passive
 
     @classmethod
     def supported_methods(cls) -> Tuple[str, ...]:
         return ("none", "draft_model", "ngram", "eagle3", "mtp", "dflash")
+
+    def wait_policy(self) -> str:
+        """The OMP_WAIT_POLICY the engine runs with: the field's, else the one inherited ("" when unset)."""
+        return str(self.omp_wait_policy or os.environ.get("OMP_WAIT_POLICY") or "").lower()
+
+    def pairing_blocker(self) -> Optional[str]:
+        return None if self.wait_policy() == "passive" else self.single_engine_reason
 
     @classmethod
     def adaptive_drafts(cls, method: str) -> Tuple[AdaptiveDraft, ...]:

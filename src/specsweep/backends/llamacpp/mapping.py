@@ -16,6 +16,13 @@ from specsweep.serving.prometheus import CounterNames
 SPEC_TYPE = "COMMON_SPECULATIVE_TYPE_"  # xllamacpp.common_speculative_type member names start with this
 
 
+class WaitPolicy(Choice):
+    """OpenMP's OMP_WAIT_POLICY for llama.cpp's threads (the CPU wheel runs them under OpenMP)."""
+
+    passive = "passive"  # a thread with no work sleeps: repeatable, and a second server beside it is not slowed
+    active = "active"  # it spins until work comes (unset: 300,000 spins, then sleep): faster alone, slow when shared
+
+
 class NgramVariant(Choice):
     """llama.cpp's n-gram proposers (`--spec-type ngram-*`), for speculation.method=ngram."""
 
@@ -146,8 +153,8 @@ def speculative(speculation, backend, draft: Optional[str], threads: int) -> Dic
 
 
 def native_config(cfg, target: str, draft: Optional[str], cores: int) -> Dict[str, Any]:
-    """{"params": dotted CommonParams fields, "request": request body fields} for one run. `cores`: the threads a
-    null backend.num_threads stands for (the machine's, as the caller counts them)."""
+    """{"params": dotted CommonParams fields, "request": request body fields, "env": the engine's environment} for one
+    run. `cores`: the threads a null backend.num_threads stands for (the machine's, as the caller counts them)."""
     backend, generation = cfg.backend, cfg.generation
     threads = backend.num_threads or cores
     params: Dict[str, Any] = {
@@ -165,4 +172,9 @@ def native_config(cfg, target: str, draft: Optional[str], cores: int) -> Dict[st
         **{f"sampling.{key}": value for key, value in sampling(generation).items()},
         **speculative(cfg.speculation, backend, draft, threads),
     }
-    return {"params": params, "request": request(generation)}
+    return {"params": params, "request": request(generation), "env": engine_env(backend)}
+
+
+def engine_env(backend) -> Dict[str, str]:
+    """Environment the engine needs when it is loaded (libgomp reads OMP_WAIT_POLICY once, at load)."""
+    return {"OMP_WAIT_POLICY": str(backend.omp_wait_policy).upper()} if backend.omp_wait_policy else {}
