@@ -35,6 +35,7 @@ def main() -> None:
             sys.executable,
             str(REPO / "main.py"),
             "-m",
+            "backend=pytorch",  # the figures in docs/results.md are transformers'
             "speculation=draft_model",
             f"speculation.num_speculative_tokens={ks}",
             "logger=none",

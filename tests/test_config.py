@@ -22,7 +22,7 @@ def composed(*overrides: str):
 
 def test_default_composes_to_the_embedded_pair():
     cfg = composed()
-    assert cfg.backend.name == "pytorch"
+    assert cfg.backend.name == "llamacpp" and str(cfg.backend.omp_wait_policy) == "passive"
     assert cfg.speculation.method == "draft_model" and cfg.speculation.num_speculative_tokens == 5
     assert cfg.model.target == "packaged:qwen2.5-coder-1.5b-instruct"
     assert cfg.model.draft == "packaged:qwen2.5-coder-0.5b-instruct"
@@ -50,7 +50,11 @@ def test_typo_key_fails_at_compose_time():
     "overrides, field, allowed",
     [
         (["speculation.method=bogus"], "speculation.method", "one of none, draft_model"),
-        (["speculation=eagle"], "speculation.method", "backend=pytorch supports: none, draft_model, ngram"),
+        (
+            ["backend=pytorch", "speculation=eagle"],
+            "speculation.method",
+            "backend=pytorch supports: none, draft_model, ngram",
+        ),
         (["speculation.num_speculative_tokens=0"], "speculation.num_speculative_tokens", "[1, 64]"),
         (["speculation.num_speculative_tokens=1000"], "speculation.num_speculative_tokens", "[1, 64]"),
         (["speculation=ngram", "speculation.ngram_min=1", "speculation.ngram_max=0"], "speculation.ngram_max", ">= 1"),
@@ -59,7 +63,11 @@ def test_typo_key_fails_at_compose_time():
             "speculation.ngram_min",
             "<= speculation.ngram_max (2)",
         ),
-        (["speculation=ngram", "speculation.ngram_min=2"], "speculation.ngram_min", "transformers prompt lookup"),
+        (
+            ["backend=pytorch", "speculation=ngram", "speculation.ngram_min=2"],
+            "speculation.ngram_min",
+            "transformers prompt lookup",
+        ),
         (["model.draft=null"], "speculation.draft_model", "set speculation.draft_model or model.draft"),
         (
             ["speculation=ngram", "speculation.draft_model=packaged:qwen2.5-coder-0.5b-instruct"],
@@ -71,14 +79,18 @@ def test_typo_key_fails_at_compose_time():
             "speculation.num_speculative_tokens",
             "null when",
         ),
-        (["model.target=/no/such/model"], "model.target", "existing model directory"),
+        (["backend=pytorch", "model.target=/no/such/model"], "model.target", "existing model directory"),
         (["model.target=packaged:nope"], "model.target", "a packaged model"),
-        (["speculation.draft_model=/no/such/draft"], "speculation.draft_model", "existing model directory"),
+        (
+            ["backend=pytorch", "speculation.draft_model=/no/such/draft"],
+            "speculation.draft_model",
+            "existing model directory",
+        ),
         (["generation.max_new_tokens=0"], "generation.max_new_tokens", ">= 1"),
         (["generation.temperature=-0.5"], "generation.temperature", ">= 0"),
-        (["generation.batch_size=4"], "generation.batch_size", "batch-size-1 only"),
+        (["backend=pytorch", "generation.batch_size=4"], "generation.batch_size", "batch-size-1 only"),
         (["measurement.repetitions=0"], "measurement.repetitions", ">= 1"),
-        (["backend.dtype=int3"], "backend.dtype", "bfloat16, float16, float32"),
+        (["backend=pytorch", "backend.dtype=int3"], "backend.dtype", "bfloat16, float16, float32"),
         (["dataset=jsonl", "dataset.path=/no/such.jsonl"], "dataset.path", "an existing .jsonl file"),
         (["dataset.categories=[poetry]"], "dataset.categories", "categories present in the dataset"),
         (["measurement.objective=[metrics.tokens_per_sec]"], "measurement.objective", "a numeric result path"),
@@ -120,7 +132,7 @@ def test_jsonl_dataset_errors_name_the_line(tmp_path: Path):
     [
         (["speculation=foo"], "speculation='foo' is invalid: expected one of dflash, draft_model, dspark, eagle"),
         (["backend=foo"], "backend='foo' is invalid: expected one of"),
-        (["speculation=mtp"], "speculation.method='mtp' is invalid"),
+        (["backend=pytorch", "speculation=mtp"], "speculation.method='mtp' is invalid"),
         (["speculation.num_speculative_tokens=abc"], "speculation.num_speculative_tokens"),
         (["speculation.k=3"], "speculation.k"),
         (["generation.max_new_tokens=-1"], "generation.max_new_tokens=-1 is invalid"),
@@ -149,6 +161,7 @@ def test_cli_bad_input_is_one_line_exit_2_no_traceback(tmp_path, args, expected)
 
 def test_declared_open_dicts_still_take_new_keys_with_plus(tmp_path):
     proc = run_main(
+        "backend=pytorch",
         "speculation=ngram",
         "+speculation.backend_overrides.foo=1",
         "+model.heads.eagle=x",
@@ -167,7 +180,7 @@ def test_support_matrix_is_printed_from_the_registry(tmp_path):
 
 
 def test_dry_run_prints_native_config_without_loading(tmp_path):
-    proc = run_main("speculation=ngram", "--dry-run", cwd=tmp_path, timeout=120)
+    proc = run_main("backend=pytorch", "speculation=ngram", "--dry-run", cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
     printed = json.loads(proc.stdout[proc.stdout.index("{") :])
     assert printed["native_config"]["generate_kwargs"]["prompt_lookup_num_tokens"] == 4
@@ -207,7 +220,7 @@ def test_newer_methods_validate_on_vllm_and_are_refused_elsewhere():
     with pytest.raises(ConfigError, match="model.heads.dflash"):
         validate(composed("backend=vllm", "speculation=dflash"))
     with pytest.raises(ConfigError, match="backend=pytorch supports"):
-        validate(composed("speculation=dflash"))
+        validate(composed("backend=pytorch", "speculation=dflash"))
 
 
 def test_help_speaks_for_specsweep_and_lists_only_real_options(tmp_path):

@@ -69,6 +69,6 @@ def test_transformers_declares_its_adaptive_draft_lengths_for_a_draft_model_only
     pytorch = registry()["pytorch"]
     assert pytorch.adaptive_drafts("ngram") == () and registry()["vllm"].adaptive_drafts("draft_model") == ()
     for variant in pytorch.adaptive_drafts("draft_model"):  # each switch lands in the assistant's generation_config
-        cfg = compose_config(["speculation.num_speculative_tokens=4", *variant.overrides()])
+        cfg = compose_config(["backend=pytorch", "speculation.num_speculative_tokens=4", *variant.overrides()])
         assistant = native_config(cfg, ResolvedModels(target="t", draft="d"))["assistant_generation_config"]
         assert assistant == {"num_assistant_tokens": 4, **variant.backend_overrides}

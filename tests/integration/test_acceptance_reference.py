@@ -130,6 +130,7 @@ def session():
 def backend_run(models, session, method: str, k: int, dataset_path, extra=()):
     cfg = compose_config(
         [
+            "backend=pytorch",
             f"speculation={method}",
             f"speculation.num_speculative_tokens={k}",
             f"model.target={models['target_dir']}",

@@ -14,6 +14,7 @@ pytestmark = pytest.mark.slow
 
 def tiny(model_dir) -> list[str]:
     return [
+        "backend=pytorch",
         f"model.target={model_dir}",
         f"model.draft={model_dir}",
         "model.name=tiny",

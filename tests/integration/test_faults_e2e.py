@@ -20,6 +20,7 @@ def test_a_meter_that_fails_to_close_keeps_the_measurement(tiny_model_dir, monke
     monkeypatch.setattr(energy, "make_meter", lambda cfg, session: FailingClose())
     cfg = compose_config(
         [
+            "backend=pytorch",
             "speculation=ngram",
             f"model.target={tiny_model_dir}",
             "model.draft=null",

@@ -69,6 +69,7 @@ PROMPTS = [Prompt("p1", "code", "def add(a, b):"), Prompt("p2", "chat", "Say hi.
 def cuda_engine(tiny_model_dir):
     cfg = compose_config(
         [
+            "backend=pytorch",
             f"model.target={tiny_model_dir}",
             f"model.draft={tiny_model_dir}",
             "speculation=ngram",

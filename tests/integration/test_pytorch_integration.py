@@ -10,7 +10,13 @@ from conftest import results_in, run_main
 
 pytestmark = pytest.mark.slow
 
-SMALL = ["dataset.num_prompts=2", "generation.max_new_tokens=12", "measurement.repetitions=1", "measurement.warmup=1"]
+SMALL = [
+    "backend=pytorch",
+    "dataset.num_prompts=2",
+    "generation.max_new_tokens=12",
+    "measurement.repetitions=1",
+    "measurement.warmup=1",
+]
 
 
 def tiny(model_dir) -> list[str]:

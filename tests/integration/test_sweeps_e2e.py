@@ -20,10 +20,11 @@ from conftest import REPO, isolated_env, results_in, run_main
 from specsweep.sweep import NGRAM_WINDOW_LIMIT
 
 SMALL = ["dataset.num_prompts=2", "generation.max_new_tokens=8", "measurement.repetitions=1", "logger=none"]
+PYTORCH = "backend=pytorch"
 
 
 def tiny(model_dir) -> list[str]:
-    return [f"model.target={model_dir}", f"model.draft={model_dir}", "model.name=tiny"]
+    return [PYTORCH, f"model.target={model_dir}", f"model.draft={model_dir}", "model.name=tiny"]
 
 
 def _study(cwd, name, storage=None):
@@ -120,7 +121,7 @@ def test_failed_trials_are_recorded_fail_and_the_study_goes_on(tmp_path, tiny_mo
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text('{"model_type": "qwen2"}')
-    args = ["-m", "hparams_search=draft_model_k", f"model.draft={broken}", f"model.target={tiny_model_dir}"]
+    args = ["-m", "hparams_search=draft_model_k", PYTORCH, f"model.draft={broken}", f"model.target={tiny_model_dir}"]
     proc = run_main(*args, "model.name=tiny", "hydra.sweeper.n_trials=2", *SMALL, cwd=tmp_path)
     study = _study(tmp_path, "draft_model_k-tiny-pytorch")
     assert _states(study) == ["FAIL", "FAIL"]  # the second trial ran although the first failed

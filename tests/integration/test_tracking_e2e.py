@@ -13,6 +13,7 @@ def test_multirun_jobs_share_a_group_and_keep_local_results(tmp_path, tiny_model
     proc = run_main(
         "-m",
         "logger=wandb",
+        "backend=pytorch",
         f"model.target={tiny_model_dir}",
         f"model.draft={tiny_model_dir}",
         "model.name=tiny",

