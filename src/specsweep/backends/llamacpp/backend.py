@@ -14,6 +14,9 @@ import json
 import logging
 import os
 import platform
+import re
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -43,24 +46,50 @@ COUNTS_FROM = (
 logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per /tokenize call in the job's log
 
 xllamacpp: Any = None  # imported by load_xllamacpp, under the engine's environment
-_LOADED_WITH: Dict[str, Optional[str]] = {}  # what OpenMP read when it was loaded: it reads its variables once
+
+# What libgomp shows (omp_display_env) for each wait policy: its spin count says which one it really runs with
+# (its OMP_WAIT_POLICY line shows PASSIVE when the variable is unset too, where it spins 300,000 times).
+SPINCOUNT = {"PASSIVE": "0", "ACTIVE": "30000000000"}
+_preloaded = False  # libgomp.so.1 was loaded (by torch, say) before xllamacpp: it read the environment then
 
 
-def _libgomp_loaded() -> bool:
-    maps = Path("/proc/self/maps")
-    return maps.is_file() and "libgomp" in maps.read_text()
+def _libgomp(already_loaded: bool = False) -> Any:
+    """The libgomp.so.1 xllamacpp links (the one loaded under that name, if any), or None."""
+    try:
+        return ctypes.CDLL("libgomp.so.1", mode=os.RTLD_NOLOAD if already_loaded else ctypes.DEFAULT_MODE)
+    except OSError:
+        return None
+
+
+def openmp_settings() -> Dict[str, str]:
+    """What llama.cpp's OpenMP runs with, as it says itself (OpenMP 5.1's omp_display_env, read from stderr): the
+    libgomp.so.1 xllamacpp links, whichever library loaded it first. {} where it cannot say (not libgomp)."""
+    display = getattr(_libgomp(), "omp_display_env", None)  # torch's older libgomp has none
+    if display is None:
+        return {}
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as out:
+        os.dup2(out.fileno(), 2)
+        try:
+            display(1)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    return dict(re.findall(r"^\s*(OMP_WAIT_POLICY|GOMP_SPINCOUNT) = '([^']*)'", text, re.M))
 
 
 def load_xllamacpp(env: Dict[str, str]) -> Any:
-    """xllamacpp, imported with `env` (e.g. OMP_WAIT_POLICY) set for that moment only: OpenMP reads it when it is
-    loaded, and the rest of the process keeps its own environment. Refused when OpenMP is already running with other
-    values (loaded by an earlier job, or by torch), since the engine would silently run otherwise than configured."""
-    global xllamacpp
+    """xllamacpp, imported with `env` (OMP_WAIT_POLICY) set for that moment only: OpenMP reads it when it is loaded,
+    and the rest of the process keeps its own environment. Refused when OpenMP runs otherwise than asked (loaded
+    earlier by another job or library, with other values): the engine would silently run otherwise than configured."""
+    global xllamacpp, _preloaded
     if xllamacpp is None:
-        already = _libgomp_loaded()
+        _preloaded = _libgomp(already_loaded=True) is not None
         before = {key: os.environ.get(key) for key in env}
-        _LOADED_WITH.update(before if already else env)
-        os.environ.update({} if already else env)
+        os.environ.update(env)
         try:
             import xllamacpp as module
         finally:
@@ -70,14 +99,15 @@ def load_xllamacpp(env: Dict[str, str]) -> Any:
                 else:
                     os.environ[key] = value
         xllamacpp = module
-    for key, value in env.items():
-        have = _LOADED_WITH.get(key, os.environ.get(key))
-        if (have or "").lower() != value.lower():
-            raise RuntimeError(
-                f"llama.cpp's OpenMP in this process already runs with {key}"
-                f"{'=' + have if have else ' unset'} (it reads it once, when loaded), not {value}: run this job in a "
-                "process of its own, or set it before main.py starts and backend.omp_wait_policy=null"
-            )
+    policy = env.get("OMP_WAIT_POLICY", "").upper()
+    running = openmp_settings()
+    if policy and (running.get("GOMP_SPINCOUNT") != SPINCOUNT[policy] if running else _preloaded):
+        what = f"GOMP_SPINCOUNT={running['GOMP_SPINCOUNT']}" if running else "what it read before llama.cpp loaded"
+        raise RuntimeError(
+            f"llama.cpp's OpenMP in this process already runs with {what}, not OMP_WAIT_POLICY={policy} (it reads it "
+            "once, when loaded, by an earlier job or library such as torch): run this job in a process of its own, "
+            "or set OMP_WAIT_POLICY before main.py starts and backend.omp_wait_policy=null"
+        )
     return xllamacpp
 
 
@@ -299,7 +329,7 @@ class LlamacppBackend(Backend):
             "draft_threads": params.get("speculative.draft.cpuparams.n_threads"),
             "n_ctx": params.get("n_ctx"),
             "n_batch": params.get("n_batch"),
-            "omp_wait_policy": _LOADED_WITH.get("OMP_WAIT_POLICY") or os.environ.get("OMP_WAIT_POLICY"),
+            "openmp": openmp_settings() or None,  # as libgomp reports it: its wait policy and spin count
             "model_ftype": self.props.get("model_ftype"),
             "output_ids": OUTPUT_IDS_FROM,
             "ttft": TTFT_FROM,
