@@ -141,7 +141,11 @@ class MeasurementConfig:
     """How runs are timed and compared."""
 
     warmup: int = bounded(1, ge=0)  # unmeasured generations per engine before timing
-    repetitions: int = bounded(2, ge=1)  # measured passes over the prompt set
+    repetitions: int = bounded(2, ge=1)  # measured passes over the prompt set (with target_ci: the fewest)
+    # Measure until the paired speedup's interval (over repetitions, measure/precision.py) has at most this half-width
+    # relative to its mean, e.g. 0.03, or max_repetitions are spent (interleaved pairing adds rounds; phased reports)
+    target_ci: Optional[float] = bounded(None, gt=0, lt=1, null="exactly measurement.repetitions")
+    max_repetitions: int = bounded(12, ge=1)  # the most repetitions target_ci may take
     baseline: bool = True  # also time a no-speculation run on the same prompts (for speedup)
     pairing: Pairing = Pairing.auto  # interleaved: machine drift lands on both sides of the speedup alike
     cost_model: bool = False  # also time target/draft forwards and predict speedup for every k <= this k (theory.curve)
@@ -168,6 +172,9 @@ class MeasurementConfig:
             for path in self.objective
             if path not in known
         ]
+        if self.target_ci is not None and self.max_repetitions < self.repetitions:
+            allowed = f">= measurement.repetitions ({self.repetitions}) with measurement.target_ci"
+            problems.append(("measurement.max_repetitions", self.max_repetitions, allowed))
         blocker = cfg.backend.pairing_blocker()
         if self.pairing == Pairing.interleaved and blocker:
             allowed = f"auto or phased on backend={cfg.backend.name} ({blocker})"

@@ -90,37 +90,55 @@ def measure_phase(engine, prompts: List[Prompt], cfg, meter: EnergyMeter, label:
     return phase
 
 
-def measure_interleaved(engines: Dict[str, Any], prompts: List[Prompt], cfg, meter: EnergyMeter, progress: Progress):
+def measure_interleaved(
+    engines: Dict[str, Any],
+    prompts: List[Prompt],
+    cfg,
+    meter: EnergyMeter,
+    progress: Progress,
+    precise: Optional[Callable[[Dict[str, Phase]], bool]] = None,
+):
     """The engines warm up, then for every repetition and batch each engine generates once, the one going first
     rotating from batch to batch and repetition to repetition: whatever the machine does meanwhile (clock changes,
     other load) lands on every side of the speedup. engines: label -> engine (a baseline and one or more speculative
-    configurations sharing it, of one backend: the first one's `timed_batches` batch them all), in order. Returns
-    label -> Phase."""
+    configurations sharing it, of one backend: the first one's `timed_batches` batch them all), in order. With
+    `precise` (measurement.target_ci), rounds go on after measurement.repetitions until precise(phases) or
+    measurement.max_repetitions. Returns label -> Phase."""
     batches = next(iter(engines.values())).timed_batches(prompts)
     reps = cfg.measurement.repetitions
-    total = len(engines) * (cfg.measurement.warmup + reps * len(batches))
-    task = progress.add_task("interleaved: warm-up", total=total)
+    most = cfg.measurement.max_repetitions if precise is not None else reps
+    task = progress.add_task(
+        "interleaved: warm-up", total=len(engines) * (cfg.measurement.warmup + reps * len(batches))
+    )
     started = time.perf_counter()
     for engine in engines.values():
         for _ in range(cfg.measurement.warmup):
             engine.generate(batches[0])
             progress.advance(task)
     phases = {label: Phase(label) for label in engines}
-    for rep in range(reps):
-        progress.update(task, description=f"interleaved: repetition {rep + 1}/{reps}")
-        outputs: Dict[str, List[Generation]] = {label: [] for label in engines}
-        for i, chunk in enumerate(batches):
-            labels = list(engines)
-            turn = (rep + i) % len(labels)
-            order = labels[turn:] + labels[:turn]  # rotate who goes first (two engines: alternate)
-            for label in order:
-                _window(engines[label], chunk, meter, phases[label], outputs[label])
-                progress.advance(task)
-        for label, phase in phases.items():
-            phase.generations.append(outputs[label])
+    rep = 0
+    while rep < most and (rep < reps or not precise(phases)):
+        if rep >= reps:
+            progress.update(task, total=len(engines) * (cfg.measurement.warmup + (rep + 1) * len(batches)))
+        progress.update(task, description=f"interleaved: repetition {rep + 1}/{reps if rep < reps else most}")
+        _round(engines, batches, rep, meter, phases, progress, task)
+        rep += 1
     for phase in phases.values():  # the time is shared: split evenly (Timing.generation_s adds it back up)
         phase.seconds = (time.perf_counter() - started) / len(phases)
     return phases
+
+
+def _round(engines: Dict[str, Any], batches, rep: int, meter, phases: Dict[str, Phase], progress, task) -> None:
+    """One repetition: every batch on every engine, the one going first rotating (two engines: alternating)."""
+    outputs: Dict[str, List[Generation]] = {label: [] for label in engines}
+    labels = list(engines)
+    for i, chunk in enumerate(batches):
+        turn = (rep + i) % len(labels)
+        for label in labels[turn:] + labels[:turn]:
+            _window(engines[label], chunk, meter, phases[label], outputs[label])
+            progress.advance(task)
+    for label, phase in phases.items():
+        phase.generations.append(outputs[label])
 
 
 class Engines:

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from specsweep.core import Prompt
 from specsweep.energy import EnergyMeter
-from specsweep.measure import baseline, cost_model, summary
+from specsweep.measure import baseline, cost_model, precision, summary
 from specsweep.measure.phases import Engines, Phase, measure_interleaved, measure_phase
 from specsweep.results.types import BaselineInfo, MeasuredSections
 
@@ -53,7 +53,7 @@ def _phases(cfg, prompts, engines: Engines, meter, session) -> Tuple[Phase, Opti
         if speculative and cfg.measurement.baseline and baseline.pairing(cfg)[0] == "interleaved":
             engines.build("baseline", baseline.baseline_config(cfg))
             engines.build("speculative", cfg)
-            phases = measure_interleaved(engines.open, prompts, cfg, meter, progress)
+            phases = measure_interleaved(engines.open, prompts, cfg, meter, progress, precision.stop_rule(cfg))
             return phases["speculative"], phases["baseline"], baseline.info(cfg, baseline.INTERLEAVED)
         base, source = _phased_baseline(cfg, prompts, engines, meter, progress, session)
         label = "speculative" if speculative else "no speculation"

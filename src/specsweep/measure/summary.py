@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from specsweep.core import Generation, Prompt, ratio, total_acceptance
 from specsweep.energy import energy_section
-from specsweep.measure import cost_model, metrics, serving_stats, theory
+from specsweep.measure import cost_model, metrics, precision, serving_stats, theory
 from specsweep.measure.phases import Phase
 from specsweep.results.types import (
     BaselineInfo,
@@ -89,9 +89,9 @@ def phase_metrics(speculative: Phase, base: Optional[Phase], peak_memory: Option
     )
 
 
-def _stats(speculative: Phase, base: Optional[Phase], per_prompt: List[PromptRow], confidence: float) -> Stats:
-    """Spreads over generations, and (with a baseline) of the per-prompt speedups."""
-    gens = speculative.all()
+def _stats(cfg, speculative: Phase, base: Optional[Phase], per_prompt: List[PromptRow], pairing: str) -> Stats:
+    """Spreads over generations, and (with a baseline) of the per-prompt and per-round speedups."""
+    gens, confidence = speculative.all(), cfg.measurement.confidence
     return Stats(
         tokens_per_s=_spread([metrics.tokens_per_s(g) for g in gens], confidence),
         ttft_s=_spread([g.ttft_s for g in gens], confidence),
@@ -100,6 +100,7 @@ def _stats(speculative: Phase, base: Optional[Phase], per_prompt: List[PromptRow
         baseline_tokens_per_s=(
             _spread([metrics.tokens_per_s(g) for g in base.all()], confidence) if base is not None else None
         ),
+        paired_speedup=precision.precision(cfg, speculative, base, pairing),
     )
 
 
@@ -181,7 +182,7 @@ def sections(cfg, prompts: List[Prompt], m: Measured, meter_error: Optional[str]
     method, k = str(cfg.speculation.method), cfg.speculation.num_speculative_tokens
     return MeasuredSections(
         metrics=headline,
-        stats=_stats(spec, base, rows, cfg.measurement.confidence),
+        stats=_stats(cfg, spec, base, rows, m.baseline_info.pairing),
         per_prompt=rows,
         lossless=lossless(cfg, base, rows, m.facts.lossless_note),
         energy=energy,

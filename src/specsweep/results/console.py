@@ -6,7 +6,7 @@ import math
 import sys
 from typing import Optional
 
-from specsweep.results.types import Energy, Lossless, Metrics, Result, Serving
+from specsweep.results.types import Energy, Lossless, Metrics, Precision, Result, Serving
 
 
 def _fmt(value, spec: str = "{:.3g}") -> str:
@@ -24,6 +24,22 @@ def _lossless_line(lossless: Optional[Lossless]) -> str:
     if lossless is None:
         return "  lossless: not checked"
     return f"  lossless: {lossless.match_rate if lossless.checked else lossless.reason}"
+
+
+def _precision_line(p: Optional[Precision]) -> Optional[str]:
+    """How precise the speedup is: its interval over paired rounds, and the target where one was set."""
+    if p is None or p.mean is None:
+        return None
+    if p.half_width is None:
+        line = "  precision: n/a (1 paired round; an interval needs 2: measurement.repetitions)"
+    else:
+        line = (
+            f"  precision: {p.rounds} paired rounds, {p.confidence:.0%} CI {_fmt(p.ci_low)}-{_fmt(p.ci_high)}x "
+            f"(+/-{p.half_width:.1%})"
+        )
+    if p.target is not None:
+        line += f"; target +/-{p.target:.1%} {'met' if p.met else 'NOT met'}" + (f" ({p.note})" if p.note else "")
+    return line
 
 
 def _requests_line(serving: Optional[Serving]) -> Optional[str]:
@@ -45,6 +61,7 @@ def print_summary(result: Result) -> None:
         f"{result.backend} {result.method} k={result.k} on {result.model}:",
         f"  {_fmt(m.tokens_per_s)} tok/s vs baseline {_fmt(m.baseline_tokens_per_s)} tok/s "
         f"-> speedup {_fmt(m.speedup)}x",
+        _precision_line(result.stats.paired_speedup if result.stats else None),
         f"  acceptance rate {_fmt(m.acceptance_rate)}, mean acceptance length {_fmt(m.mean_acceptance_length)}",
         f"  TTFT {_fmt(m.ttft_s)} s, TPOT {_fmt(m.tpot_s)} s, peak memory {_fmt(m.peak_memory_mb, '{:.0f}')} MB",
         _lossless_line(result.lossless),

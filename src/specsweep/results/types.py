@@ -100,6 +100,27 @@ class Spread:
 
 
 @dataclass(kw_only=True)
+class Precision:
+    """How precisely the speedup was measured: each repetition is a paired round over every prompt, and the interval
+    is the Student-t interval of the rounds' mean speedup (measure/precision.py)."""
+
+    rounds: int = doc("paired rounds (repetitions) measured on both sides")
+    round_speedups: List[float] = doc("speedup of each round: its tokens/s over its baseline's")
+    mean: Optional[float] = doc("mean of the rounds' speedups", default=None)
+    ci_low: Optional[float] = doc("lower bound of the mean's interval (null below 2 rounds)", default=None)
+    ci_high: Optional[float] = doc("upper bound of the mean's interval (null below 2 rounds)", default=None)
+    half_width: Optional[float] = doc(
+        "the interval's half-width relative to the mean (null below 2 rounds)", default=None
+    )
+    confidence: float = doc("the interval's confidence level (measurement.confidence)")
+    target: Optional[float] = doc(
+        "measurement.target_ci: the half-width asked for (null: fixed repetitions)", default=None
+    )
+    met: Optional[bool] = doc("whether half_width reached the target (null without one)", default=None)
+    note: Optional[str] = doc("why rounds were not added toward the target (phased pairing), if so", default=None)
+
+
+@dataclass(kw_only=True)
 class Stats:
     """Spreads over generations (tokens/s, TTFT, TPOT) and over prompts (speedup)."""
 
@@ -108,6 +129,9 @@ class Stats:
     tpot_s: Spread = doc("time per output token of each speculative generation, seconds")
     speedup: Optional[Spread] = doc("per-prompt speedup (null without a baseline)", default=None)
     baseline_tokens_per_s: Optional[Spread] = doc("tokens/s of each baseline generation", default=None)
+    paired_speedup: Optional[Precision] = doc(
+        "the speedup per paired round and its interval (null without a baseline)", default=None
+    )
 
 
 @dataclass(kw_only=True)
