@@ -20,6 +20,10 @@ def test_acceptance_counts_follow_vllm_definitions():
     assert m["acceptance_rate"] == pytest.approx(5 / 12)
     assert m["mean_acceptance_length"] == pytest.approx(1 + 5 / 3)
     assert m["acceptance_per_position"] == pytest.approx([2 / 3, 1 / 3, 1 / 3, 1 / 3])
+    # given the tokens before it were accepted: 2 of 3 steps took token 1, 1 of those 2 took token 2, then 1 of 1
+    assert m["acceptance_per_position_conditional"] == pytest.approx([2 / 3, 1 / 2, 1.0, 1.0])
+    none_past_first = AcceptanceCounts(drafted=4, accepted=0, num_drafts=1, accepted_per_position=[0, 0])
+    assert metrics.acceptance_metrics(none_past_first)["acceptance_per_position_conditional"] == [0.0, None]
     merged = counts + AcceptanceCounts(drafted=2, accepted=2, num_drafts=1, accepted_per_position=[1, 1])
     assert merged.accepted_per_position == [3, 2, 1, 1] and merged.num_drafts == 4
 

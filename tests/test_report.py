@@ -41,6 +41,7 @@ def make_job(
         acceptance_rate=accepted / (drafts * k),
         mean_acceptance_length=1 + accepted / drafts,
         acceptance_per_position=[alpha**i for i in range(1, k + 1)],
+        acceptance_per_position_conditional=[alpha] * k,
         drafted_tokens=drafts * k,
         accepted_tokens=accepted,
         num_drafts=drafts,
@@ -105,6 +106,17 @@ def sweep(tmp_path) -> Path:
             n += 1
     make_job(s, n, "ngram", 8, 1.0, 0.4, 0.0, status="failed")
     return s
+
+
+def test_acceptance_per_position_draws_both_ways_per_job(sweep):
+    from specsweep.report import plots
+
+    fig = plots.acceptance_per_position(data.load_jobs([sweep]))
+    lines = [line for ax in fig.axes for line in ax.get_lines()]
+    solid = [line.get_ydata().tolist() for line in lines if line.get_linestyle() == "-"]
+    dashed = [line.get_ydata().tolist() for line in lines if line.get_linestyle() == "--"]
+    assert len(solid) == len(dashed) == 6  # one of each per job with counts (the failed job has none)
+    assert [0.7, 0.7] in dashed and [0.7, pytest.approx(0.49)] in solid  # conditional vs per draft step, k=2
 
 
 def test_pareto_front_keeps_only_undominated_points():

@@ -13,12 +13,16 @@ from specsweep.core import AcceptanceCounts, Generation
 
 def acceptance_metrics(counts: Optional[AcceptanceCounts]) -> Dict[str, object]:
     """acceptance_rate = accepted / drafted; mean_acceptance_length = 1 + accepted / num_drafts (bonus token
-    included, as vLLM defines it); acceptance_per_position[i] = P(draft token i accepted | a draft step)."""
+    included, as vLLM defines it); acceptance_per_position[i] = P(draft token i accepted | a draft step), and
+    acceptance_per_position_conditional[i] = P(token i accepted | tokens before it accepted), as Model-Optimizer's
+    specdec_bench reports both (a step that drafted fewer tokens counts as not accepted at i: where drafts vary in
+    length, a lower bound)."""
     if counts is None or counts.num_drafts == 0:
         return {
             "acceptance_rate": None,
             "mean_acceptance_length": None,
             "acceptance_per_position": [],
+            "acceptance_per_position_conditional": [],
             "drafted_tokens": counts.drafted if counts else None,
             "accepted_tokens": counts.accepted if counts else None,
             "num_drafts": counts.num_drafts if counts else None,
@@ -27,10 +31,17 @@ def acceptance_metrics(counts: Optional[AcceptanceCounts]) -> Dict[str, object]:
         "acceptance_rate": counts.accepted / counts.drafted,
         "mean_acceptance_length": 1 + counts.accepted / counts.num_drafts,
         "acceptance_per_position": [n / counts.num_drafts for n in counts.accepted_per_position],
+        "acceptance_per_position_conditional": _conditional(counts.accepted_per_position, counts.num_drafts),
         "drafted_tokens": counts.drafted,
         "accepted_tokens": counts.accepted,
         "num_drafts": counts.num_drafts,
     }
+
+
+def _conditional(accepted_at: List[int], steps: int) -> List[Optional[float]]:
+    """Item i: steps that accepted token i over steps that accepted every token before it (None: none did)."""
+    before = [steps, *accepted_at[:-1]]
+    return [n / d if d else None for n, d in zip(accepted_at, before)]
 
 
 def output_tokens(gen: Generation) -> int:

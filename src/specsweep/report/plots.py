@@ -144,13 +144,21 @@ def acceptance_per_position(jobs: List[Job]) -> Union[Figure, str]:
         for color, j in zip(_colors(len(js)), js):
             rates = j.row["metrics"]["acceptance_per_position"]
             ax.plot(range(1, len(rates) + 1), rates, marker="o", color=color, label=f"k={j.k}")
+            given = [
+                (i + 1, r) for i, r in enumerate(j.row["metrics"].get("acceptance_per_position_conditional") or [])
+            ]
+            given = [(i, r) for i, r in given if r is not None]
+            if given:  # older records lack it
+                ax.plot(*zip(*given), marker="x", linestyle="--", color=color, alpha=0.7)
         ax.set_title(series_label(series, labels), fontsize=9)
         ax.set_xlabel("draft position i")
         ax.set_ylim(0, 1.05)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("P(token i accepted | a draft step)")
-    fig.suptitle("Acceptance per draft position", fontsize=10)
+    axes[0][0].set_ylabel("P(token i accepted)")
+    fig.suptitle(
+        "Acceptance per draft position: per draft step (solid), given tokens 1..i-1 accepted (dashed)", fontsize=10
+    )
     fig.tight_layout()
     return fig
 

@@ -76,6 +76,11 @@ class Metrics:
     acceptance_per_position: List[float] = doc(
         "item i: P(draft token i+1 accepted | a draft step); empty when nothing was drafted", default_factory=list
     )
+    acceptance_per_position_conditional: List[Optional[float]] = doc(
+        "item i: P(draft token i+1 accepted | tokens 1..i accepted); a step that drafted fewer tokens counts as not "
+        "accepted (a lower bound where drafts vary in length); null where no step got that far",
+        default_factory=list,
+    )
     drafted_tokens: Optional[int] = doc("draft tokens proposed", default=None)
     accepted_tokens: Optional[int] = doc("draft tokens accepted", default=None)
     num_drafts: Optional[int] = doc("draft (verification) steps", default=None)
