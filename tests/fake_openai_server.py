@@ -20,6 +20,10 @@ Faults, for the tests of a misbehaving server (tests/test_serving_faults.py):
     --metrics KIND --metrics-after N   /metrics once N requests have arrived (before: as usual; N=0: from the start):
         missing (404), malformed (not Prometheus text), backwards (the counters restart from 0: a server restart)
     --counters-from N              the spec-decode counters start at N (a server with history), not 0
+
+As llama.cpp's server (--llamacpp): llamacpp:spec_decode_* counter names, GET /props, POST /tokenize (the ids back
+from "t<id> " text), and each response's own counts in its last chunk's `timings` (draft_n, draft_n_accepted);
+--timings-skew N reports N more accepted tokens there than /metrics counts (what another client would cause).
 """
 
 from __future__ import annotations
@@ -40,13 +44,14 @@ LOCK = threading.Lock()
 
 def metrics_text() -> str:
     lines = []
+    prefix = "llamacpp" if ARGS.llamacpp else "vllm"
     for name, key in (
-        ("vllm:spec_decode_num_drafts", "drafts"),
-        ("vllm:spec_decode_num_draft_tokens", "drafted"),
-        ("vllm:spec_decode_num_accepted_tokens", "accepted"),
+        (f"{prefix}:spec_decode_num_drafts", "drafts"),
+        (f"{prefix}:spec_decode_num_draft_tokens", "drafted"),
+        (f"{prefix}:spec_decode_num_accepted_tokens", "accepted"),
     ):
         lines += [f"# TYPE {name}_total counter", f'{name}_total{{engine="0",model_name="fake"}} {STATE[key]}.0']
-    name = "vllm:spec_decode_num_accepted_tokens_per_pos"
+    name = f"{prefix}:spec_decode_num_accepted_tokens_per_pos"
     lines.append(f"# TYPE {name}_total counter")
     for i, n in enumerate(STATE["pos"]):
         lines.append(f'{name}_total{{engine="0",model_name="fake",position="{i}"}} {n}.0')
@@ -74,6 +79,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/health":
             self._send(ARGS.health_status, b"{}")
+        elif self.path == "/props" and ARGS.llamacpp:
+            self._send(200, json.dumps({"total_slots": 8, "build_info": "fake", "model_ftype": "fake"}).encode())
         elif self.path == "/v1/models":
             self._send(200, json.dumps({"data": [{"id": "fake-model"}]}).encode())
         elif self.path == "/metrics" and ARGS.metrics and STATE["requests"] >= ARGS.metrics_after:
@@ -99,6 +106,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.path == "/tokenize":
+            ids = [int(word[1:]) for word in body["content"].split() if word.startswith("t")]
+            self._send(200, json.dumps({"tokens": ids}).encode())
+            return
         with LOCK:
             STATE["requests"] += 1
             fault = ARGS.fault if ARGS.fault and STATE["requests"] % ARGS.fault_every == 0 else None
@@ -147,7 +158,11 @@ class Handler(BaseHTTPRequestHandler):
                     STATE["accepted"] += 1
                     STATE["pos"][0] += 1
         usage = {"prompt_tokens": len(prompt), "completion_tokens": len(ids), "total_tokens": len(prompt) + len(ids)}
-        self._write({"choices": [], "usage": usage})
+        last = {"choices": [], "usage": usage}
+        if ARGS.llamacpp and ARGS.spec:  # the counts this request added to /metrics (plus the skew)
+            steps = len(range(0, len(ids), step))
+            last["timings"] = {"draft_n": 2 * steps, "draft_n_accepted": steps + ARGS.timings_skew}
+        self._write(last)
         self._write_raw(b"data: [DONE]\n\n")
         self._write_raw(b"")
 
@@ -194,6 +209,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--spec", action="store_true")
+    parser.add_argument("--llamacpp", action="store_true")
+    parser.add_argument("--timings-skew", type=int, default=0)
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--die-after", type=int, default=0)
     parser.add_argument("--child", action="store_true", help="start a sleeping helper process, as vLLM does")

@@ -285,3 +285,42 @@ def test_a_sweep_records_failures_beside_the_figures_and_fails_the_job_over_the_
     assert ok["metrics"]["acceptance_rate"] is None and ok["metrics"]["num_drafts"] is None
     assert "went backwards" in ok["serving"]["acceptance_unavailable_reason"]
     assert "requests: 2 ok, 1 failed, 0 timed out (failure rate 0.333; first: RuntimeError: HTTP 503" in proc.stderr
+
+
+# --- llama.cpp's server: each window's /metrics counts checked against its responses' own timings ---------------------
+
+
+@pytest.mark.parametrize("skew", [0, 1])
+def test_llamacpp_server_window_counts_agree_with_the_responses_timings_or_acceptance_is_refused(fake_server, skew):
+    """The stand-in as llama.cpp's server: /metrics counts each draft step, and each response's last chunk reports
+    its own draft_n / draft_n_accepted. Agreeing, the window's counts are reported; off by one accepted token per
+    request (as when another client shares the server), acceptance is refused with both figures."""
+    from conftest import native_config
+    from specsweep.backends.llamacpp.server_backend import LlamacppServerBackend
+    from specsweep.config.compose import compose_config
+    from specsweep.models.resolve import ResolvedModels
+
+    server = fake_server("--spec", "--llamacpp", "--timings-skew", str(skew))
+    overrides = ["model=qwen2.5-coder-0.5b", "speculation=ngram", "generation.max_new_tokens=6"]
+    cfg = compose_config(["backend=llamacpp_server", f"backend.url={server.url}", *overrides])
+    session = Session()
+    try:
+        engine = LlamacppServerBackend(cfg, native_config(cfg), ResolvedModels(cfg.model.target), session)
+        engine.load()
+        engine.begin_window()
+        gens = engine.generate(prompts_of(cfg)[:3])
+        window = engine.window_acceptance()
+        assert [len(g.output_ids) for g in gens] == [6, 6, 6]  # the streamed text, tokenized by the server
+        if skew == 0:
+            assert (window.num_drafts, window.drafted, window.accepted) == (9, 18, 9)  # 3 requests x 3 steps of 2
+            assert engine.acceptance_facts()["acceptance_unavailable_reason"] is None
+        else:
+            assert window is None
+            reason = engine.acceptance_facts()["acceptance_unavailable_reason"]
+            assert reason == (
+                "refused: the server's /metrics counted 18 drafted and 9 accepted tokens in a window whose responses' "
+                "timings report 18 and 12 (another client?)"
+            )
+        engine.close()
+    finally:
+        session.close()

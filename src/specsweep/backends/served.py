@@ -41,7 +41,8 @@ class ServedBackend(Backend):
         self.before: Optional[AcceptanceCounts] = None
         self.model_id: Optional[str] = None
         self.max_failure_rate: float = cfg.measurement.max_failure_rate
-        self.failures: List[Record] = []  # the last load run's requests that failed or timed out
+        self.records: List[Record] = []  # the last load run's requests, as the client saw them
+        self.failures: List[Record] = []  # those of them that failed or timed out
         self.keep = True  # False once a request timed out: a wedged server is stopped, not kept for the next job
 
     # --- what a served backend says about itself --------------------------------------------------------------
@@ -127,6 +128,7 @@ class ServedBackend(Backend):
             self.generation.seed,
             self.settings.request_timeout_s,
         )
+        self.records = records
         self.failures = [r for r in records if r.outcome != "ok"]
         self._raise_on_failures(records)
         # latencies and throughput are the ok requests'; the others are counted beside them (window_failures)

@@ -54,6 +54,7 @@ class Record:
     prompt_tokens: Optional[int] = None
     error: Optional[str] = None
     timed_out: bool = False  # not done timeout_s after it was sent (error says so too)
+    timings: Optional[Dict[str, Any]] = None  # the server's own per-request timings where it sends them (llama.cpp)
 
     @property
     def outcome(self) -> str:
@@ -87,6 +88,8 @@ def _chunk_output(chunk: Dict[str, Any]) -> tuple:
 def _take_chunk(record: Record, chunk: Dict[str, Any], sent: float, state: Dict[str, float]) -> None:
     if chunk.get("error"):
         raise RuntimeError(f"the server reported an error mid-stream: {chunk['error']}")
+    if chunk.get("timings"):
+        record.timings = chunk["timings"]
     usage = chunk.get("usage")
     if usage:
         record.completion_tokens = usage.get("completion_tokens")

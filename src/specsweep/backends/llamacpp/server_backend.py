@@ -13,7 +13,7 @@ import os
 import platform
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import httpx
 
@@ -39,6 +39,12 @@ def server_env() -> Dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k.startswith(ENGINE_ENV_PREFIXES)}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
     return env
+
+
+def _reported_counts(records: List[Record]) -> Tuple[int, int]:
+    """(drafted, accepted) summed over the responses' own timings (a response without them counts 0)."""
+    timings = [r.timings or {} for r in records]
+    return sum(int(t.get("draft_n", 0)) for t in timings), sum(int(t.get("draft_n_accepted", 0)) for t in timings)
 
 
 def _version(dist: str) -> Optional[str]:
@@ -119,6 +125,23 @@ class LlamacppServerBackend(ServedBackend):
                 f"could not read {self.url}/metrics ({type(err).__name__}: {err}); llama-server serves it with "
                 "--metrics"
             ) from None
+
+    def window_acceptance(self) -> Optional[AcceptanceCounts]:
+        """The /metrics window's counts, cross-checked against the sum of the window's responses' own
+        timings.draft_n / draft_n_accepted: they disagree when the server also served someone else meanwhile (a
+        server at backend.url), and then acceptance is refused. A window with failed requests is not checked (a
+        request cut off mid-stream leaves counts in /metrics and no timings)."""
+        counts = super().window_acceptance()
+        if counts is None or self.failures:
+            return counts
+        reported = _reported_counts(self.records)
+        if reported != (counts.drafted, counts.accepted):
+            self._refuse_acceptance(
+                f"the server's /metrics counted {counts.drafted} drafted and {counts.accepted} accepted tokens in a "
+                f"window whose responses' timings report {reported[0]} and {reported[1]} (another client?)"
+            )
+            return None
+        return counts
 
     def environment(self) -> Dict[str, Any]:
         params = self.native.get("params") or {}  # what specsweep started the server with (none for backend.url)
