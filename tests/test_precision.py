@@ -97,3 +97,11 @@ def test_max_repetitions_below_repetitions_is_refused_with_a_target():
         validate(cfg)
     with pytest.raises(ConfigError, match=r"^measurement.target_ci=1.5 is invalid"):
         validate(compose_config(["measurement.target_ci=1.5"]))
+
+
+def test_a_side_whose_throughput_varies_between_rounds_is_a_warning(clock):
+    """Phased, on a machine that slows down: the baseline's rounds differ by far more than 20%, and the job says so;
+    a steady machine gives no warning."""
+    got = run(clock, "measurement.pairing=phased", "measurement.repetitions=3", noise=0.0, slowdown=5.0)
+    assert got.warnings and got.warnings[0].startswith("the baseline side's throughput varied ")
+    assert run(clock, "measurement.repetitions=3", noise=0.05).warnings == []

@@ -14,7 +14,7 @@ from conftest import REPO
 from specsweep import results
 from specsweep.measure import theory
 from specsweep.report import data, html
-from specsweep.results.types import Energy, Metrics, PromptRow, Result, Spread, Stats
+from specsweep.results.types import Energy, Metrics, Precision, PromptRow, Result, Spread, Stats
 
 
 def make_job(
@@ -29,14 +29,16 @@ def make_job(
     status="ok",
     categories=(("code", 1.2), ("chat", 0.8)),
     curve=None,
+    baseline=10.0,
+    warnings=(),
 ):
     run_dir = sweep / str(num)
     run_dir.mkdir(parents=True)
     drafts = 10
     accepted = round(drafts * sum(alpha**i for i in range(1, k + 1)))
     metrics = Metrics(
-        tokens_per_s=10 * speedup,
-        baseline_tokens_per_s=10.0,
+        tokens_per_s=baseline * speedup,
+        baseline_tokens_per_s=baseline,
         speedup=speedup,
         acceptance_rate=accepted / (drafts * k),
         mean_acceptance_length=1 + accepted / drafts,
@@ -75,7 +77,13 @@ def make_job(
         config={},
         metrics=metrics if ok else None,
         energy=energy,
-        stats=Stats(tokens_per_s=Spread(n=0), ttft_s=Spread(n=0), tpot_s=Spread(n=0), speedup=spread),
+        stats=Stats(
+            tokens_per_s=Spread(n=0),
+            ttft_s=Spread(n=0),
+            tpot_s=Spread(n=0),
+            speedup=spread,
+            paired_speedup=Precision(rounds=2, round_speedups=[speedup] * 2, confidence=0.95, warnings=list(warnings)),
+        ),
         theory=sec if ok else None,
         per_prompt=per_prompt if ok else None,
     )
@@ -175,6 +183,23 @@ def test_html_report_is_self_contained_with_every_figure(sweep, tmp_path):
     assert "predicted best k" in text and "sweep&#x27;s best k" in text  # both columns of the theory table
     assert "RuntimeError: boom" in text  # the failed job is listed with its error
     assert "[1.35, 1.65]" in text  # draft_model k=4: per-prompt median 1.5 with its interval
+
+
+def test_a_job_whose_baseline_stands_out_or_that_warned_is_flagged_disturbed(tmp_path):
+    """The issue's sweep: k=5's baseline at 2.13 tok/s where its neighbours measured 4.3-4.9 (a shared machine)."""
+    s = tmp_path / "s"
+    for n, (k, base) in enumerate([(3, 4.3), (4, 4.9), (5, 2.13), (6, 4.6)]):
+        make_job(s, n, "ngram", k, 1.3, 0.4, 0.0, baseline=base)
+    make_job(s, 4, "draft_model", 2, 1.2, 0.6, 0.2, baseline=4.5, warnings=["the baseline side's throughput varied"])
+    text, _ = html.render([s])
+    section = text.split("Jobs that look disturbed")[1]
+    assert "baseline 2.13 tok/s where the jobs sharing it measured a median of 4.5" in section
+    assert "the baseline side&#x27;s throughput varied" in section
+    assert section.count("<tr>") == 3  # header, k=5, the job that warned: its neighbours are not flagged
+    calm = tmp_path / "calm"
+    for n, k in enumerate((3, 4, 5)):
+        make_job(calm, n, "ngram", k, 1.3, 0.4, 0.0, baseline=4.5)
+    assert "Jobs that look disturbed" not in html.render([calm])[0]
 
 
 def test_report_says_why_a_figure_is_missing(tmp_path):

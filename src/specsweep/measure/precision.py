@@ -13,6 +13,10 @@ from specsweep.measure import metrics
 from specsweep.measure.phases import Phase
 from specsweep.results.types import Precision
 
+# A side whose throughput varies more than this between rounds was probably disturbed (another process on the
+# cores): on an idle machine rounds agree within a few percent (docs/results.md).
+DISTURBED = 0.2
+
 PHASED_NOTE = (
     "phased pairing: each side was measured in one phase of measurement.repetitions rounds, so rounds were not "
     "added toward measurement.target_ci"
@@ -33,6 +37,19 @@ def _round_rate(phase: Phase, i: int) -> Optional[float]:
     per_round = len(phase.batch_walls) // max(1, len(phase.generations))
     wall = sum(phase.batch_walls[i * per_round : (i + 1) * per_round])
     return ratio(sum(metrics.output_tokens(g) for g in phase.generations[i]), wall)
+
+
+def disturbance(speculative: Phase, base: Phase) -> List[str]:
+    """A warning per side whose per-round throughput (tokens/s) varied by more than DISTURBED."""
+    warnings = []
+    for phase in (base, speculative):
+        rates = [r for i in range(len(phase.generations)) if (r := _round_rate(phase, i))]
+        if len(rates) >= 2 and max(rates) / min(rates) - 1 > DISTURBED:
+            warnings.append(
+                f"the {phase.label} side's throughput varied {max(rates) / min(rates) - 1:.0%} between rounds "
+                f"({min(rates):.3g}-{max(rates):.3g} tok/s): was the machine shared? Measure again on an idle one"
+            )
+    return warnings
 
 
 def interval(values: List[float], confidence: float) -> Tuple[Optional[float], Optional[float], Optional[float]]:
@@ -86,4 +103,5 @@ def precision(cfg, speculative: Phase, base: Optional[Phase], pairing: Optional[
         target=m.target_ci,
         met=None if m.target_ci is None else (width is not None and width <= m.target_ci),
         note=PHASED_NOTE if m.target_ci is not None and pairing != "interleaved" else None,
+        warnings=disturbance(speculative, base),
     )

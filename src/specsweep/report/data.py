@@ -236,3 +236,24 @@ def pareto_front(points: List[Tuple[float, float]]) -> List[int]:
         if not dominated:
             front.append(i)
     return sorted(front, key=lambda i: points[i])
+
+
+# Jobs of one sweep that share a baseline (same engine, model, prompts and load) should measure it alike: one more
+# than this far from the others' median was probably disturbed (precision.DISTURBED is the same bound within a job).
+BASELINE_SPREAD = 0.2
+BASELINE_FIELDS = ("backend", "model", "dataset", "concurrency", "request_rate")
+
+
+def outlying_baselines(jobs: List[Job]) -> List[Tuple[Job, float]]:
+    """(job, its group's median baseline tokens/s) for each ok job whose baseline throughput is more than
+    BASELINE_SPREAD from the median of the jobs sharing its baseline (groups of 3 or more)."""
+    groups: Dict[Tuple, List[Job]] = {}
+    for j in jobs:
+        if j.ok and j.metric("baseline_tokens_per_s"):
+            groups.setdefault(tuple(j.row.get(name) for name in BASELINE_FIELDS), []).append(j)
+    out = []
+    for group in groups.values():
+        if len(group) >= 3:
+            mid = median(j.metric("baseline_tokens_per_s") for j in group)
+            out += [(j, mid) for j in group if abs(j.metric("baseline_tokens_per_s") / mid - 1) > BASELINE_SPREAD]
+    return out

@@ -17,6 +17,7 @@ from specsweep.report.data import (
     curve_label,
     load_curves,
     load_jobs,
+    outlying_baselines,
     pooled_theory,
     series_label,
     serving,
@@ -174,6 +175,29 @@ def failures(jobs: List[Job]) -> str:
     return title + _table(["method", "k", "status", "error", "run dir"], rows, left=5)
 
 
+def disturbed(jobs: List[Job]) -> str:
+    """Jobs whose figures look disturbed: a side whose throughput varied between rounds (the job's own warning), or a
+    baseline far from the other jobs sharing it. Their speedups are listed in the tables, flagged here."""
+    outliers = {id(j): mid for j, mid in outlying_baselines(jobs)}
+    warned = [j for j in jobs if j.ok and (id(j) in outliers or (j.stat("paired_speedup") or {}).get("warnings"))]
+    if not warned:
+        return ""
+    rows = []
+    for j in warned:
+        why = list(j.stat("paired_speedup").get("warnings") or [])
+        if id(j) in outliers:
+            why.append(
+                f"baseline {j.metric('baseline_tokens_per_s'):.3g} tok/s where the jobs sharing it measured a median "
+                f"of {outliers[id(j)]:.3g}"
+            )
+        row = [html.escape(str(j.row.get("method"))), _num(j.k), _num(j.metric("speedup"))]
+        rows.append(
+            row + [f"<span class=fail>{html.escape('; '.join(why))}</span>", html.escape(str(j.row.get("run_dir")))]
+        )
+    title = "<h2>Jobs that look disturbed (measure them again on an idle machine)</h2>"
+    return title + _table(["method", "k", "speedup", "why", "run dir"], rows, left=3)
+
+
 def _served_row(label: str, j: Job) -> List[str]:
     goodput = ((j.row.get("serving") or {}).get("speculative") or {}).get("goodput_fraction")
     latencies = [("ttft_s", "p50"), ("ttft_s", "p99"), ("itl_s", "p50")]
@@ -273,6 +297,7 @@ def render(sources: List[Path]) -> Tuple[str, Dict[str, bytes]]:
         + TABLE_NOTE
         + comparison_table(jobs)
         + "".join(sections)
+        + disturbed(jobs)
         + failures(jobs)
     )
     return (

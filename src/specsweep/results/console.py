@@ -39,7 +39,7 @@ def _precision_line(p: Optional[Precision]) -> Optional[str]:
         )
     if p.target is not None:
         line += f"; target +/-{p.target:.1%} {'met' if p.met else 'NOT met'}" + (f" ({p.note})" if p.note else "")
-    return line
+    return "\n".join([line, *(f"  WARNING: {warning}" for warning in p.warnings)])
 
 
 def _requests_line(serving: Optional[Serving]) -> Optional[str]:

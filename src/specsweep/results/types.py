@@ -44,7 +44,7 @@ ROW_ENERGY = (
     "estimated",
     "unavailable_reason",
 )
-ROW_STATS = ("speedup", "tokens_per_s")
+ROW_STATS = ("speedup", "tokens_per_s", "paired_speedup")
 
 
 def doc(meaning: str, **kwargs) -> Any:
@@ -123,6 +123,9 @@ class Precision:
     )
     met: Optional[bool] = doc("whether half_width reached the target (null without one)", default=None)
     note: Optional[str] = doc("why rounds were not added toward the target (phased pairing), if so", default=None)
+    warnings: List[str] = doc(
+        "signs of a disturbed job: a side whose throughput varied between rounds by more than 20%", default_factory=list
+    )
 
 
 @dataclass(kw_only=True)
