@@ -157,3 +157,22 @@ def test_dry_run_prints_the_command_and_starts_nothing(tmp_path):
     assert native["params"]["n_parallel"] == 8 and native["params"]["speculative.types"] == [T + "NGRAM_SIMPLE"]
     assert "-m specsweep.backends.llamacpp.serve" in native["server_command_line"]
     assert not (tmp_path / "outputs").exists()
+
+
+def test_the_servers_threads_get_the_configured_wait_policy_and_the_pairing_stays_phased(monkeypatch):
+    from specsweep.backends.llamacpp.server_backend import server_env
+    from specsweep.measure.baseline import pairing
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "active")  # inherited, and overridden by the setting
+    native = native_of("speculation=ngram")
+    assert native["env"] == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert server_env(native["env"])["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert (
+        server_env(native_of("speculation=ngram", "backend.omp_wait_policy=null")["env"])["OMP_WAIT_POLICY"] == "active"
+    )
+    external = native_of(
+        "speculation=ngram", "backend.url=http://127.0.0.1:9", "backend.baseline_url=http://127.0.0.1:8"
+    )
+    assert external["env"] is None  # not ours to start
+    mode, why = pairing(compose_cfg("speculation=ngram"))  # passive threads or not: one server at a time
+    assert mode == "phased" and "one llama.cpp server at a time" in why

@@ -33,10 +33,12 @@ ENGINE_ENV_PREFIXES = ("OMP_", "GGML_", "LLAMA_")
 OUTPUT_IDS_FROM = "the streamed text re-tokenized by the server's own tokenizer (/tokenize): responses carry no ids"
 
 
-def server_env() -> Dict[str, str]:
-    """The serve module imports this specsweep (PYTHONPATH: its source dir first); engine variables are listed."""
+def server_env(engine_env: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """The serve module imports this specsweep (PYTHONPATH: its source dir first); engine variables are listed:
+    the inherited ones, then the configured ones (backend.omp_wait_policy) over them."""
     src = str(Path(__file__).resolve().parents[3])
     env = {k: v for k, v in os.environ.items() if k.startswith(ENGINE_ENV_PREFIXES)}
+    env.update(engine_env or {})
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
     return env
 
@@ -71,7 +73,7 @@ class LlamacppServerBackend(ServedBackend):
         return ServerSpec(
             name="llama.cpp server",
             command=self.native["server_command"],
-            env=server_env(),
+            env=server_env(self.native.get("env")),
             health_path="/health",  # 200 once the model (and the draft) is loaded
             startup_timeout_s=self.settings.startup_timeout_s,
             log_dir=self.settings.log_dir,
@@ -158,7 +160,9 @@ class LlamacppServerBackend(ServedBackend):
             "draft_threads": params.get("speculative.draft.cpuparams.n_threads"),
             "n_batch": params.get("n_batch"),
             # e.g. OMP_WAIT_POLICY: OpenMP's spin-waiting decides how llama.cpp's threads fare beside other processes
-            "engine_env": {k: v for k, v in server_env().items() if k.startswith(ENGINE_ENV_PREFIXES)}
+            "engine_env": {
+                k: v for k, v in server_env(self.native.get("env")).items() if k.startswith(ENGINE_ENV_PREFIXES)
+            }
             if self.server is not None
             else None,
             "output_ids": OUTPUT_IDS_FROM,

@@ -47,6 +47,9 @@ class LlamacppServerBackendConfig(ServedBackendConfig, LlamacppBackendConfig):
     request_timeout_s: float = bounded(3600.0, gt=0)  # longest a single streaming request may take (a loaded CPU)
     log_dir: str = "outputs/servers"  # where each server's log file goes
 
+    def pairing_blocker(self) -> Optional[str]:
+        return self.single_engine_reason  # one server at a time, whatever its threads do (not the offline rule)
+
     @classmethod
     def adaptive_drafts(cls, method: str) -> Tuple[AdaptiveDraft, ...]:
         return ()  # p_min's adaptive point is measured offline (backend=llamacpp)

@@ -78,7 +78,8 @@ def server_command(params: Dict[str, Any], extra_args: List[str]) -> List[str]:
 
 def native_config(cfg, models, cores: int) -> Dict[str, Any]:
     """{"server_command" (null with backend.url), "server_command_line", "params" (CommonParams fields; null with
-    backend.url), "url", "endpoint", "request", "load"}: the server specsweep starts and what every request sends."""
+    backend.url), "env" (set in the server's environment), "url", "endpoint", "request", "load"}: the server specsweep
+    starts and what every request sends."""
     url = external_url(cfg)
     method = str(cfg.speculation.method)
     draft = models.draft if method in mapping.DRAFT_TYPES else None
@@ -88,6 +89,7 @@ def native_config(cfg, models, cores: int) -> Dict[str, Any]:
         "server_command": command,
         "server_command_line": shlex.join(command) if command else f"(none: the server at {url} is measured)",
         "params": params,
+        "env": None if url else mapping.engine_env(cfg.backend),
         "url": url,
         "endpoint": openai.endpoint(cfg.generation),
         "request": mapping.request(cfg.generation),
