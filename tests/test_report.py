@@ -31,6 +31,7 @@ def make_job(
     curve=None,
     baseline=10.0,
     warnings=(),
+    overrides=(),
 ):
     run_dir = sweep / str(num)
     run_dir.mkdir(parents=True)
@@ -72,7 +73,7 @@ def make_job(
         ngram_max=None,
         model="m",
         dataset="builtin",
-        overrides=[],
+        overrides=list(overrides),
         started_at="2026-01-01T00:00:00+00:00",
         config={},
         metrics=metrics if ok else None,
@@ -125,6 +126,16 @@ def test_acceptance_per_position_draws_both_ways_per_job(sweep):
     dashed = [line.get_ydata().tolist() for line in lines if line.get_linestyle() == "--"]
     assert len(solid) == len(dashed) == 6  # one of each per job with counts (the failed job has none)
     assert [0.7, 0.7] in dashed and [0.7, pytest.approx(0.49)] in solid  # conditional vs per draft step, k=2
+
+
+def test_an_adaptive_variant_at_the_same_k_is_a_series_of_its_own(tmp_path):
+    s = tmp_path / "s"
+    make_job(s, 0, "draft_model", 8, 0.42, 0.6, 0.5)
+    make_job(s, 1, "draft_model", 8, 0.53, 0.6, 0.5, overrides=["++speculation.backend_overrides.p_min=0.75", "x=1"])
+    groups = data.by_series(data.load_jobs([s]))
+    assert sorted(data.series_label(g, list(groups)) for g in groups) == ["draft_model", "draft_model (p_min=0.75)"]
+    text, _ = html.render([s])
+    assert "draft_model (p_min=0.75)" in text
 
 
 def test_pareto_front_keeps_only_undominated_points():

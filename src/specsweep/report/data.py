@@ -17,7 +17,18 @@ from specsweep.methods import METHOD_TABLE, method_spec
 # A series is the jobs that differ only in k (one line in the k plots): every identity field but k and the two that
 # change with it (the config hash and the overrides).
 SERIES_FIELDS = tuple(name for name in results.IDENTITY_FIELDS if name not in ("config_hash", "overrides", "k"))
-Series = namedtuple("Series", SERIES_FIELDS)
+# ... and the engine-specific switches set on the command line (speculation.backend_overrides: an adaptive variant
+# such as llama.cpp's p_min is a series of its own, not a second point at the same k)
+Series = namedtuple("Series", SERIES_FIELDS + ("variant",), defaults=(None,))
+OVERRIDES_PREFIX = "speculation.backend_overrides."
+
+
+def variant(overrides: Optional[List[str]]) -> Optional[str]:
+    """The job's speculation.backend_overrides as its command line set them ("p_min=0.75"), or None."""
+    found = [
+        o.lstrip("+")[len(OVERRIDES_PREFIX) :] for o in overrides or [] if o.lstrip("+").startswith(OVERRIDES_PREFIX)
+    ]
+    return ", ".join(sorted(found)) or None
 
 
 @dataclass
@@ -52,7 +63,9 @@ class Job:
     @property
     def series(self) -> Series:
         """Jobs that differ only in k form one series (one line in the k plots)."""
-        return Series(**{name: self.row.get(name) for name in SERIES_FIELDS})
+        return Series(
+            **{name: self.row.get(name) for name in SERIES_FIELDS}, variant=variant(self.row.get("overrides"))
+        )
 
 
 def table_paths(paths: List[Path]) -> List[Path]:
@@ -120,6 +133,8 @@ def series_label(series: Series, all_series: List[Series]) -> str:
     label = str(series.method)
     if _matches_ngrams(series.method) and (series.ngram_min or series.ngram_max):
         label += f" n={series.ngram_min or '?'}..{series.ngram_max or '?'}"
+    if series.variant:
+        label += f" ({series.variant})"
     if len({s.model for s in all_series}) > 1 or len({s.backend for s in all_series}) > 1:
         label += f" [{series.model}, {series.backend}]"
     if len({s.dataset for s in all_series}) > 1:
