@@ -132,6 +132,31 @@ def test_a_sigterm_that_lands_inside_an_async_task_group_is_still_an_interruptio
     assert result["status"] == "interrupted" and result["error"] == "SIGTERM received"
 
 
+def test_a_sigterm_that_a_library_turns_into_another_error_is_still_an_interruption(tmp_path):
+    """CI: the SIGTERM landed while an extension module was being imported, which reported "ImportError:
+    initialization failed" with the JobInterrupted gone; the job was recorded failed and the sweep did not stop."""
+    import time
+
+    from specsweep.config.compose import compose_config
+    from specsweep.config.register import register_configs
+    from specsweep.job import JobPaths, recording
+
+    register_configs()
+    cfg = compose_config(["logger=none", "energy=none"])
+    paths = JobPaths(tmp_path / "run", tmp_path / "results.jsonl", tmp_path / "results.jsonl", [], multirun=False)
+    paths.run_dir.mkdir()
+    with pytest.raises(SystemExit) as exited:
+        with recording(cfg, paths):
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(30)
+            except BaseException:
+                raise ImportError("initialization failed") from None  # as the C import machinery reports it
+    assert exited.value.code == 143
+    result = json.loads((paths.run_dir / store.RESULT_FILE).read_text())
+    assert result["status"] == "interrupted" and result["error"] == "SIGTERM received"
+
+
 def _append_rows(table: str, writer: int, count: int) -> None:
     for i in range(count):
         store.append_row(Path(table), {"writer": writer, "i": i, "pad": "x" * 3000})  # > PIPE_BUF: not atomic alone

@@ -30,7 +30,8 @@ from specsweep.models.resolve import reference_problem
 REPO = Path(__file__).resolve().parents[1]
 REAL_WHEELS = packaged.wheels_dir()  # read before any test points SPECSWEEP_CACHE elsewhere
 SMALL = packaged.PACKAGED_MODELS["qwen2.5-coder-0.5b-instruct"]
-PREPARE = [sys.executable, "-m", "specsweep.models", "prepare", "--model", SMALL.name]
+# --convert: the bf16 conversion these tests race and repair (plain `prepare` keeps the GGUF, the default's weights)
+PREPARE = [sys.executable, "-m", "specsweep.models", "prepare", "--convert", "--model", SMALL.name]
 
 
 @pytest.fixture
@@ -264,12 +265,12 @@ def test_a_truncated_converted_file_is_detected_naming_the_file_and_the_fix(conv
     full = weights.stat().st_size
     os.truncate(weights, full // 2)  # as a full disk or a killed copy leaves it
     problem = reference_problem(f"packaged:{SMALL.name}")  # config validation: sizes only, loads nothing
-    assert problem and str(weights) in problem and "bash scripts/setup.sh" in problem
+    assert problem and str(weights) in problem and "bash scripts/setup.sh --convert" in problem
     with pytest.raises(packaged.PackagedModelError) as err:
         packaged.convert(SMALL)  # what a run resolves before loading: refuses, never loads it
     message = str(err.value)
     assert f"{weights} is {full // 2} B, converted as {full} B (truncated" in message
-    assert "bash scripts/setup.sh" in message and f"delete {converted_copy}" in message
+    assert "bash scripts/setup.sh --convert" in message and f"delete {converted_copy}" in message
     assert weights.stat().st_size == full // 2  # refused, not silently replaced
 
 
@@ -285,7 +286,7 @@ def test_same_size_corruption_is_caught_by_the_sha256(converted_copy):
 
 
 @pytest.mark.slow
-def test_setup_reconverts_a_truncated_converted_file(converted_copy, real_small_wheels, cache):
+def test_setup_convert_reconverts_a_truncated_converted_file(converted_copy, real_small_wheels, cache):
     weights = converted_copy / "model.safetensors"
     os.truncate(weights, weights.stat().st_size - 1)
     proc = subprocess.run(PREPARE, env=offline_env(real_small_wheels, cache), capture_output=True, text=True)

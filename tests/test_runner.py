@@ -276,7 +276,9 @@ def test_a_real_draft_model_job_with_the_cost_model_builds_one_engine_per_side(t
 
     tiny = [f"model.target={tiny_model_dir}", f"model.draft={tiny_model_dir}", "model.name=tiny"]
     small = ["dataset.num_prompts=2", "generation.max_new_tokens=8", "measurement.repetitions=1", "energy=none"]
-    cfg = compose_config([*DRAFT, *tiny, *small, "backend.dtype=float32", "measurement.cost_model=true"])
+    cfg = compose_config(
+        ["backend=pytorch", *DRAFT, *tiny, *small, "backend.dtype=float32", "measurement.cost_model=true"]
+    )
     session, built = Session(), []
 
     def build(run_cfg):

@@ -120,13 +120,16 @@ def _record(result: Result, cfg, job: JobPaths) -> None:
 
 
 @contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
+def _sigterm_raises(received: List[str]) -> Iterator[None]:
+    """SIGTERM raises JobInterrupted where the job is, and is noted in `received`: code that turns the exception
+    into another one (an extension module's import says "initialization failed") cannot hide it."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def interrupt(signum, frame):
-        raise JobInterrupted(f"{signal.Signals(signum).name} received")
+        received.append(f"{signal.Signals(signum).name} received")
+        raise JobInterrupted(received[-1])
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
@@ -168,12 +171,13 @@ def recording(cfg, job: JobPaths) -> Iterator[Result]:
     result = Result.start(cfg, store.config_hash(cfg), job.overrides)
     result.validity = {**validity(cfg), "remeasured_because": job.remeasured_because}
     store.write_result(job.run_dir, result.to_dict())
+    received: List[str] = []
     try:
-        with _sigterm_raises():
+        with _sigterm_raises(received):
             yield result
         result.status = "ok"
     except BaseException as err:
-        stop = _interruption(err)
+        stop = _interruption(err) or (JobInterrupted(received[0]) if received else None)
         if stop is not None:
             result.status, result.error = "interrupted", str(stop) or type(stop).__name__
         elif isinstance(err, Exception):

