@@ -191,7 +191,7 @@ def test_html_report_is_self_contained_with_every_figure(sweep, tmp_path):
     images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", text)
     assert len(images) == 6 and all(base64.b64decode(i)[:4] == b"\x89PNG" for i in images)
     assert "http" not in text.replace("https://", "").split("<body>")[0]  # nothing fetched
-    assert "predicted best k" in text and "sweep&#x27;s best k" in text  # both columns of the theory table
+    assert "i.i.d. best k" in text and "sweep&#x27;s best k" in text  # both columns of the theory table
     assert "RuntimeError: boom" in text  # the failed job is listed with its error
     assert "[1.35, 1.65]" in text  # draft_model k=4: per-prompt median 1.5 with its interval
 
@@ -338,3 +338,38 @@ def test_the_curve_panel_and_table_compare_both_models_with_every_measured_k(tmp
     table = html.curve_table(jobs)
     assert "+0.0%" in table  # k=4: the probe itself, where the cost model is exact by construction here
     assert "-4.0%" in table and "+28.0%" in table  # k=2: cost model 1.2 vs 1.25 measured; i.i.d. 1.6
+
+
+def test_the_main_speedup_panel_and_table_show_the_cost_model_where_it_was_timed_and_label_the_iid_one(tmp_path):
+    """A plain sweep's only prediction used to be the i.i.d. model with c = 0, drawn as 'predicted': where a job of
+    the series has the cost model's curve, the panel draws it and the table gives its value at each swept k."""
+    from specsweep.report import plots
+    from specsweep.results.types import CostCurve, CurvePoint
+
+    points = [CurvePoint(k=k, tokens_per_step=1.5, speedup=1 + 0.05 * k, iid_speedup=2.0) for k in (1, 2, 3, 4)]
+    curve = CostCurve(
+        probe_k=4,
+        verify_s=[0.1] * 5,
+        draft_token_s=0.0,
+        draft_step_share=1.0,
+        points=points,
+        best_k=4,
+        best_speedup=1.2,
+        best_energy_k=None,
+        source="test",
+        tokens_source="test",
+    )
+    sweep = tmp_path / "s"
+    make_job(sweep, 0, "ngram", 4, 1.2, 0.4, 0.0, curve=curve)
+    make_job(sweep, 1, "ngram", 2, 1.15, 0.4, 0.0)
+    make_job(sweep, 2, "draft_model", 2, 1.3, 0.7, 0.3)  # a series without timed forwards: no cost-model value
+    jobs = data.load_jobs([sweep])
+    legend = [t.get_text() for t in plots.speedup_vs_k(jobs).axes[0].get_legend().get_texts()]
+    assert sum("cost model (probe k=4)" in t for t in legend) == 1  # ngram's only
+    assert sum("i.i.d. model" in t for t in legend) == 2 and not any(t.endswith(": predicted") for t in legend)
+    rows = re.findall(r"<tr>(.*?)</tr>", html.comparison_table(jobs))
+    cells = [re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", r) for r in rows]
+    header, body = cells[0], {(c[0], c[1]): c for c in cells[1:]}
+    cost, iid = header.index("cost-model prediction"), header.index("i.i.d. prediction")
+    assert body[("ngram", "2")][cost] == "1.1" and body[("ngram", "4")][cost] == "1.2"
+    assert body[("draft_model", "2")][cost] == "" and body[("draft_model", "2")][iid] != ""

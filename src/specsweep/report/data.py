@@ -234,6 +234,16 @@ def pooled_theory(jobs: List[Job]) -> Dict[str, Any]:
     return out
 
 
+def cost_curve(jobs: List[Job]) -> Optional[Tuple[int, Dict[int, float]]]:
+    """(probe k, k -> speedup) of the series' cost-model curve (theory.curve, measurement.cost_model=true): the
+    probe with the largest k, whose curve covers the most k. None where no job of these timed its forwards."""
+    probes = [j for j in jobs if j.ok and j.theory("curve")]
+    if not probes:
+        return None
+    curve = max(probes, key=lambda j: j.theory("curve")["probe_k"]).theory("curve")
+    return curve["probe_k"], {p["k"]: p["speedup"] for p in curve["points"]}
+
+
 def category_speedups(job: Job) -> Dict[str, float]:
     """Median per-prompt speedup per prompt category."""
     cats: Dict[str, List[float]] = {}

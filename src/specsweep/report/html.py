@@ -13,6 +13,7 @@ from specsweep.report import plots
 from specsweep.report.data import (
     Job,
     by_series,
+    cost_curve,
     crossover,
     curve_label,
     load_curves,
@@ -55,6 +56,7 @@ def comparison_table(jobs: List[Job]) -> str:
     rows = []
     conf = None
     for series, js in groups.items():
+        curve = cost_curve(js)
         for j in js:
             conf = conf or j.stat("speedup").get("confidence")
             e = j.row.get("energy") or {}
@@ -70,6 +72,7 @@ def comparison_table(jobs: List[Job]) -> str:
                     _num(j.metric("mean_acceptance_length")),
                     _num(j.theory("alpha")),
                     _num(j.theory("cost_ratio")),
+                    _num(curve[1].get(j.k) if curve else None),
                     _num(j.theory("predicted_speedup")),
                     _num(e.get("joules_per_token")) + (" (est.)" if e.get("estimated") else ""),
                     _num(e.get("energy_ratio")),
@@ -87,7 +90,8 @@ def comparison_table(jobs: List[Job]) -> str:
         "mean accept. length",
         "alpha (fit)",
         "c",
-        "predicted speedup",
+        "cost-model prediction",
+        "i.i.d. prediction",
         "J/token",
         "energy ratio",
         "draft steps",
@@ -147,8 +151,8 @@ def theory_table(jobs: List[Job]) -> str:
         "method",
         "pooled alpha",
         "c",
-        "predicted best k",
-        "predicted speedup there",
+        "i.i.d. best k",
+        "i.i.d. speedup there",
         "sweep's best k",
         "measured speedup there",
         "k values swept",
@@ -310,8 +314,11 @@ def render(sources: List[Path]) -> Tuple[str, Dict[str, bytes]]:
 TABLE_NOTE = (
     "<p class=note>speedup = tokens/s with speculation / tokens/s of the no-speculation baseline over all prompts; the "
     "interval is a bootstrap interval of the per-prompt median. acceptance rate = accepted / drafted tokens. "
-    "alpha (fit) and c feed the prediction (see Theory vs. measurement); predicted speedup is a prediction, not a "
-    "measurement. J/token marked (est.) is an estimate, not a meter reading.</p>"
+    "alpha (fit) and c feed the i.i.d. prediction (see Theory vs. measurement), which assumes a verification step "
+    "costs one target step: with c = 0 (prompt lookup) it over-predicts. The cost-model prediction comes from "
+    "timed target and draft forwards and the probe's own acceptance (measurement.cost_model=true, e.g. "
+    "hparams_search=best_k); n/a where no job of the series timed them. Both are predictions, not measurements. "
+    "J/token marked (est.) is an estimate, not a meter reading.</p>"
 )
 THEORY_NOTE = (
     "<p class=note>Predictions use Leviathan et al. (2023): speedup = (1 - alpha^(k+1)) / ((1 - alpha)(k c + 1)), "

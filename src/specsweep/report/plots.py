@@ -8,6 +8,7 @@ from specsweep.measure import theory
 from specsweep.report.data import (
     Job,
     by_series,
+    cost_curve,
     category_speedups,
     crossover,
     curve_label,
@@ -62,26 +63,47 @@ def speedup_vs_k(jobs: List[Job]) -> Union[Figure, str]:
             for j, m in zip(js, med)
         ]
         ax.errorbar(ks, med, yerr=[lo, hi], marker="o", capsize=4, color=color, label=f"{label}: measured (median, CI)")
-        pooled = pooled_theory(groups[series])
-        if pooled["alpha"] is not None and pooled["cost_ratio"] is not None:
-            grid = list(range(1, max(ks) + 3))
-            ax.plot(
-                grid,
-                [theory.expected_speedup(pooled["alpha"], k, pooled["cost_ratio"]) for k in grid],
-                "--",
-                color=color,
-                alpha=0.8,
-                label=f"{label}: predicted (alpha={pooled['alpha']:.2f}, c={pooled['cost_ratio']:.2f})",
-            )
+        _model_curves(ax, groups[series], max(ks), color, label)
     ax.axhline(1.0, color="grey", lw=0.8, ls=":")
     ax.set_xlabel("k (draft tokens per verification step)")
     ax.set_ylabel("speedup over no speculation (x)")
-    ax.set_title("Speedup vs k: measured per-prompt median with interval; dashed = Leviathan prediction")
+    ax.set_title(
+        "Speedup vs k: measured per-prompt median with interval; solid = cost model (timed forwards), "
+        "dashed = i.i.d. model (no per-step overhead)"
+    )
     ax.title.set_fontsize(9)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def _model_curves(ax, jobs: List[Job], k_max: int, color, label: str) -> None:
+    """The series' predictions beside its measured points: the cost model's curve where a job of it timed its
+    forwards (measurement.cost_model=true), and the i.i.d. model (Leviathan et al.) labelled as what it is: with
+    c = 0 for a free proposer it ignores what verifying k+1 tokens costs beyond one step, so it over-predicts."""
+    curve = cost_curve(jobs)
+    if curve is not None:
+        probe_k, points = curve
+        ax.plot(
+            list(points),
+            list(points.values()),
+            "-",
+            color=color,
+            lw=1.2,
+            label=f"{label}: cost model (probe k={probe_k})",
+        )
+    pooled = pooled_theory(jobs)
+    if pooled["alpha"] is not None and pooled["cost_ratio"] is not None:
+        grid = list(range(1, k_max + 3))
+        ax.plot(
+            grid,
+            [theory.expected_speedup(pooled["alpha"], k, pooled["cost_ratio"]) for k in grid],
+            "--",
+            color=color,
+            alpha=0.6,
+            label=f"{label}: i.i.d. model (alpha={pooled['alpha']:.2f}, c={pooled['cost_ratio']:.2f}; no overhead)",
+        )
 
 
 def joules_per_token_vs_k(jobs: List[Job]) -> Union[Figure, str]:
