@@ -8,8 +8,8 @@ from specsweep.measure import theory
 from specsweep.report.data import (
     Job,
     by_series,
-    cost_curve,
     category_speedups,
+    cost_curve,
     crossover,
     curve_label,
     load_curves,
