@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 from specsweep.backends.base import Backend
 from specsweep.core import AcceptanceCounts, Generation, Prompt
 from specsweep.energy import EnergyReading
+from specsweep.models.resolve import ResolvedModels
 
 
 def tiny_qwen2(
@@ -120,7 +121,8 @@ class FakeEngine(Backend):
     name = "fake"
 
     def __init__(self, cfg, engines: FakeEngines):
-        super().__init__(cfg, native={}, models=None, session=None)
+        models = ResolvedModels(target="fake-target", draft="fake-draft")  # the config's backend maps them as usual
+        super().__init__(cfg, native=cfg.backend.native_config(cfg, models), models=models, session=None)
         self.cfg, self.engines = cfg, engines
         self.speculative = self.method != "none"
         self.rng = random.Random(engines.seed)

@@ -68,6 +68,10 @@ def test_pairing_by_prompt_and_the_speedup_arithmetic(fakes, pairing):
     assert sections.stats.speedup.median == pytest.approx(2.0)  # per-prompt speedups 2, 2, 1
     assert m.acceptance_rate == pytest.approx(36 / 48) and m.mean_acceptance_length == pytest.approx(1 + 36 / 12)
     assert sections.timing.generation_s == pytest.approx(spec_wall + base_wall)
+    # the baseline's engine config differs from the speculative engine's in the speculation settings, nothing else
+    differences = sections.baseline.native_differences
+    assert all(path.startswith("params.speculative.") for path in differences), differences
+    assert differences["params.speculative.types"]["baseline"] == ["COMMON_SPECULATIVE_TYPE_NONE"]
 
 
 def test_phased_the_baseline_is_reused_in_a_session_and_measured_again_in_a_new_one(fakes):

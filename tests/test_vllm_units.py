@@ -253,3 +253,21 @@ def test_the_baseline_engine_differs_from_the_speculative_one_only_in_speculatio
     counting = {"llm_kwargs.per_request_spec_decode_metrics"}  # vLLM's per-request acceptance histogram
     assert differ - counting == {k for k in differ if k.startswith("speculative_config.")}, differ
     assert not any(k.startswith("speculative_config.") for k in plain)  # the baseline has none
+
+
+@pytest.mark.parametrize("method", ["ngram", "draft_model"])
+def test_the_result_names_what_besides_speculation_differs_between_the_two_engines(method):
+    """result.json's baseline.native_differences: the speculative_config section (absent on the baseline) and the
+    per-request acceptance switch, which the lossless check must know about; nothing else."""
+    from specsweep.backends import native_config
+    from specsweep.measure import baseline
+    from specsweep.models.resolve import resolve_models
+
+    cfg = composed("backend=vllm", f"speculation={method}", "backend.dtype=float32")
+    models = resolve_models(cfg, prepare=False)
+    engine = SimpleNamespace(native=native_config(cfg, models), models=models)  # what the runner passes: its engine
+    differences = baseline.native_differences(cfg, engine)
+    assert set(differences) == {"speculative_config", "llm_kwargs.per_request_spec_decode_metrics"}
+    assert differences["speculative_config"] == {"speculative": engine.native["speculative_config"], "baseline": None}
+    assert differences["llm_kwargs.per_request_spec_decode_metrics"] == {"speculative": "summary", "baseline": None}
+    assert baseline.info(cfg, baseline.MEASURED, differences).native_differences == differences

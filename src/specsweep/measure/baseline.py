@@ -7,7 +7,7 @@ import copy
 import hashlib
 import json
 from dataclasses import asdict
-from typing import Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from specsweep.results.types import BaselineInfo
 
@@ -64,8 +64,30 @@ MEASURED = "measured in this job"
 INTERLEAVED = "measured in this job, interleaved with the speculative generations"
 
 
-def info(cfg, source: Optional[str]) -> BaselineInfo:
-    """The `baseline` section: no baseline (source None), or where it came from and how it was paired."""
+def native_differences(cfg, speculative_engine) -> Dict[str, Dict[str, Any]]:
+    """Every field where the baseline's native engine config differs from the speculative engine's, as
+    {dotted path: {"speculative": value, "baseline": value}} (a section one side lacks is one entry). Greedy outputs
+    are compared across the two engines, so anything here besides the speculation settings is a second reason they
+    could differ: the record names it (vLLM: the per-request acceptance histogram switch)."""
+    plain_cfg = baseline_config(cfg)
+    base = plain_cfg.backend.native_config(plain_cfg, speculative_engine.models)
+    return {
+        path: {"speculative": spec, "baseline": plain}
+        for path, spec, plain in _diff(speculative_engine.native, base, "")
+    }
+
+
+def _diff(spec: Any, plain: Any, path: str):
+    if isinstance(spec, dict) and isinstance(plain, dict):
+        for key in sorted(spec.keys() | plain.keys(), key=str):
+            yield from _diff(spec.get(key), plain.get(key), f"{path}.{key}" if path else str(key))
+    elif spec != plain:
+        yield path, spec, plain
+
+
+def info(cfg, source: Optional[str], differences: Optional[Dict[str, Any]] = None) -> BaselineInfo:
+    """The `baseline` section: no baseline (source None), or where it came from, how it was paired and how its
+    engine config differs from the speculative engine's."""
     if source is None:
         return BaselineInfo(measured=False, measured_in_job=False)
     mode, why = pairing(cfg)
@@ -76,4 +98,5 @@ def info(cfg, source: Optional[str]) -> BaselineInfo:
         source=source,
         pairing=mode,
         pairing_reason=why,
+        native_differences=differences,
     )

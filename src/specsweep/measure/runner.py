@@ -54,13 +54,15 @@ def _phases(cfg, prompts, engines: Engines, meter, session) -> Tuple[Phase, Opti
             engines.build("baseline", baseline.baseline_config(cfg))
             engines.build("speculative", cfg)
             phases = measure_interleaved(engines.open, prompts, cfg, meter, progress, precision.stop_rule(cfg))
-            return phases["speculative"], phases["baseline"], baseline.info(cfg, baseline.INTERLEAVED)
+            differences = baseline.native_differences(cfg, engines.open["speculative"])
+            return phases["speculative"], phases["baseline"], baseline.info(cfg, baseline.INTERLEAVED, differences)
         base, source = _phased_baseline(cfg, prompts, engines, meter, progress, session)
         label = "speculative" if speculative else "no speculation"
         spec = measure_phase(engines.build("speculative", cfg), prompts, cfg, meter, label, progress)
     if not speculative:  # a no-speculation job is itself the baseline of later jobs with the same key
         baseline.kept_baselines(cfg, session).put(baseline.baseline_key(cfg), spec)
-    return spec, base, baseline.info(cfg, source)
+    differences = baseline.native_differences(cfg, engines.open["speculative"]) if source else None
+    return spec, base, baseline.info(cfg, source, differences)
 
 
 def _phased_baseline(cfg, prompts, engines: Engines, meter, progress, session) -> Tuple[Optional[Phase], Optional[str]]:

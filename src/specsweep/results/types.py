@@ -261,6 +261,11 @@ class BaselineInfo:
         default=None,
     )
     pairing_reason: Optional[str] = doc("why this pairing was used", default=None)
+    native_differences: Optional[Dict[str, Any]] = doc(
+        "every native engine config field where the baseline's engine differs from the speculative one's, "
+        "{path: {speculative, baseline}}: the speculation settings and anything else that must differ",
+        default=None,
+    )
 
 
 @dataclass(kw_only=True)
