@@ -68,6 +68,17 @@ def test_typo_key_fails_at_compose_time():
             "speculation.ngram_min",
             "transformers prompt lookup",
         ),
+        (["speculation.synthetic_acceptance=0.5"], "speculation.synthetic_acceptance", "backend=vllm can"),
+        (
+            ["backend=vllm", "speculation=draft_model", "speculation.synthetic_acceptance=1.5"],
+            "speculation.synthetic_acceptance",
+            "a number in [0, 1]",
+        ),
+        (
+            ["backend=vllm", "speculation=none", "speculation.synthetic_acceptance=0.5"],
+            "speculation.synthetic_acceptance",
+            "null when speculation.method=none",
+        ),
         (["model.draft=null"], "speculation.draft_model", "set speculation.draft_model or model.draft"),
         (
             ["speculation=ngram", "speculation.draft_model=packaged:qwen2.5-coder-0.5b-instruct"],

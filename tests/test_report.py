@@ -32,6 +32,7 @@ def make_job(
     baseline=10.0,
     warnings=(),
     overrides=(),
+    synthetic=None,
 ):
     run_dir = sweep / str(num)
     run_dir.mkdir(parents=True)
@@ -71,6 +72,7 @@ def make_job(
         k=k,
         ngram_min=None,
         ngram_max=None,
+        synthetic_acceptance=synthetic,
         model="m",
         dataset="builtin",
         overrides=list(overrides),
@@ -98,6 +100,7 @@ def series(method: str) -> data.Series:
         method=method,
         ngram_min=None,
         ngram_max=None,
+        synthetic_acceptance=None,
         concurrency=None,
         request_rate=None,
         model="m",
@@ -164,6 +167,7 @@ def test_series_are_identity_minus_k_and_labels_name_every_ngram_window():
         "method",
         "ngram_min",
         "ngram_max",
+        "synthetic_acceptance",
         "concurrency",
         "request_rate",
         "model",
@@ -373,3 +377,39 @@ def test_the_main_speedup_panel_and_table_show_the_cost_model_where_it_was_timed
     cost, iid = header.index("cost-model prediction"), header.index("i.i.d. prediction")
     assert body[("ngram", "2")][cost] == "1.1" and body[("ngram", "4")][cost] == "1.2"
     assert body[("draft_model", "2")][cost] == "" and body[("draft_model", "2")][iid] != ""
+
+
+def test_the_acceptance_map_finds_each_ks_break_even_and_the_best_k_at_each_acceptance(tmp_path):
+    """Jobs that verified with a set acceptance: speedup by (measured acceptance length, k). make_job's acceptance
+    length at alpha and k is 1 + round(10 * sum alpha^i) / 10, so the break-even follows from the planted speedups."""
+    from specsweep.report import plots
+
+    sweep = tmp_path / "s"
+    planted = {(1, 0.3): 0.8, (1, 0.9): 1.1, (2, 0.3): 0.7, (2, 0.9): 1.3, (4, 0.3): 0.5, (4, 0.9): 1.2}
+    for n, ((k, alpha), speedup) in enumerate(planted.items()):
+        make_job(sweep, n, "draft_model", k, speedup, alpha, 0.3, synthetic=alpha)
+    make_job(sweep, 6, "draft_model", 2, 0.9, 0.6, 0.3)  # the real draft, to be placed on the map
+    jobs = data.load_jobs([sweep])
+    found = data.acceptance_map(jobs)
+    lengths = {k: [x for x, _ in found["by_k"][k]] for k in (1, 2, 4)}
+    assert lengths == {1: [1.3, 1.9], 2: [1.4, 2.7], 4: [1.4, 4.1]}  # 1 + round(10 sum alpha^i) / 10
+    assert found["break_even"][1] == pytest.approx(1.3 + 0.2 / 0.3 * 0.6)
+    assert found["break_even"][2] == pytest.approx(1.4 + 0.3 / 0.6 * 1.3)
+    assert found["break_even"][4] == pytest.approx(1.4 + 0.5 / 0.7 * 2.7)
+    assert {a: j.k for a, j in found["best_k"].items()} == {0.3: 1, 0.9: 2}
+    assert [j.k for j in found["real"]] == [2]  # the real job, not a synthetic one
+    assert all(j.row["synthetic_acceptance"] is None for j in found["real"])
+    fig = plots.acceptance_map(jobs)
+    assert not isinstance(fig, str) and fig.axes[0].collections  # the coloured points (and the 1.0x contour)
+    table = html.acceptance_map_table(jobs)
+    assert "break-even" in table and f"{found['break_even'][2]:.3g}" in table
+    series = {j.series for j in jobs if j.k == 2}
+    assert len(series) == 3  # each set acceptance and the real draft are series of their own, never one line
+    labels = sorted(data.series_label(s, list(series)) for s in series)
+    assert labels == ["draft_model", "draft_model (synthetic acceptance 0.3)", "draft_model (synthetic acceptance 0.9)"]
+
+
+def test_break_even_is_none_outside_the_range_and_the_first_crossing_inside_it():
+    assert data.break_even([(1.5, 1.1), (2.0, 1.3)]) is None  # pays at the lowest acceptance measured
+    assert data.break_even([(1.5, 0.6), (2.0, 0.9)]) is None  # never pays in the range
+    assert data.break_even([(3.0, 1.2), (1.5, 0.5), (2.0, 1.0)]) == pytest.approx(2.0)  # unsorted input, exact hit

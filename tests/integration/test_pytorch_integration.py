@@ -196,3 +196,35 @@ def test_an_invalid_job_in_a_sweep_is_recorded_with_the_validation_message(tmp_p
         by_k[0]["error"]
         == "ConfigError: speculation.num_speculative_tokens=0 is invalid: expected an integer in [1, 64]"
     )
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+def test_a_set_acceptance_is_what_the_draft_gets_and_the_counts_show_it(tmp_path, tiny_model_dir, alpha):
+    """speculation.synthetic_acceptance on transformers: each drafted token is accepted with probability alpha at
+    verification (the real draft and target forwards still run), so the per-position acceptance is alpha^i within
+    binomial error, 0 and 1 exactly at the ends; the lossless check is skipped with the reason."""
+    proc = run_main(
+        "backend=pytorch",
+        "speculation=draft_model",
+        "speculation.num_speculative_tokens=3",
+        f"speculation.synthetic_acceptance={alpha}",
+        "backend.dtype=float32",
+        "backend.num_threads=1",
+        "dataset.num_prompts=4",
+        "generation.max_new_tokens=96",
+        "measurement.repetitions=1",
+        "measurement.warmup=0",
+        *tiny(tiny_model_dir),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (result,) = results_in(tmp_path)
+    m = result["metrics"]
+    steps = m["num_drafts"]
+    assert result["synthetic_acceptance"] == alpha and result["native_config"]["synthetic_acceptance"]["alpha"] == alpha
+    assert not result["lossless"]["checked"] and "not the target's" in result["lossless"]["reason"]
+    for i, rate in enumerate(m["acceptance_per_position"], start=1):
+        expected = alpha**i
+        # 4 sigma of a binomial share over the steps, and one step: the last may draft fewer at the length limit
+        tolerance = 4 * (expected * (1 - expected) / steps) ** 0.5 + 1 / steps
+        assert abs(rate - expected) <= tolerance, (i, rate, expected, steps)

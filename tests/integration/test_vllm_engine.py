@@ -212,6 +212,37 @@ def test_multirun_none_ngram_draft_model_writes_vllm_counters(tmp_path, vllm_tin
     assert results["ngram"]["metrics"]["baseline_tokens_per_s"] == results["none"]["metrics"]["tokens_per_s"]
 
 
+def test_float32_on_the_packaged_pair_is_lossless_for_ngram_and_a_draft_model(tmp_path):
+    """The packaged Qwen2.5-Coder 1.5B target with its 0.5B draft (real weights, not the tiny model), float32, every
+    default prompt: prompt lookup's and the draft model's greedy outputs equal the baseline's token for token. bf16
+    may legitimately diverge (batched verification is not bit-exact), float32 may not; and the result names every
+    field where the two engines' configs differ, so nothing besides speculation can explain a mismatch."""
+    proc = run_main(
+        "-m",
+        "backend=vllm",
+        "speculation=ngram,draft_model",
+        "backend.dtype=float32",
+        "generation.max_new_tokens=32",
+        "measurement.repetitions=1",
+        "energy=none",
+        "logger=none",
+        cwd=tmp_path,
+        timeout=1800,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = {r["method"]: r for r in results_in(tmp_path)}
+    assert set(results) == {"ngram", "draft_model"}
+    for method, r in results.items():
+        assert r["status"] == "ok" and r["model"] == "qwen2.5-coder-1.5b", method
+        assert r["config"]["backend"]["dtype"] == "float32"
+        assert r["metrics"]["accepted_tokens"] > 0, method  # speculation ran and some drafts were kept
+        lossless = r["lossless"]
+        assert (lossless["checked"], lossless["prompts"], lossless["mismatches"]) == (True, 7, []), (method, lossless)
+        assert lossless["match_rate"] == 1.0 and lossless["note"] is None
+        differences = r["baseline"]["native_differences"]
+        assert set(differences) == {"speculative_config", "llm_kwargs.per_request_spec_decode_metrics"}, differences
+
+
 def _engine_processes(marker: str) -> list:
     """Live processes (zombies included) whose environment carries this test's marker."""
     import psutil

@@ -74,6 +74,9 @@ class BackendConfig:
     # How many measured no-speculation baselines a process keeps for later jobs with the same key (measure/baseline.py):
     # offline, the last one; a served backend pairs each load level with its own (ServedBackendConfig keeps more).
     kept_baselines: ClassVar[int] = 1
+    # Whether the engine can verify drafts with a set acceptance probability while its proposer and target run for
+    # real (speculation.synthetic_acceptance; vLLM's rejection_sample_method="synthetic").
+    synthetic_acceptance: ClassVar[bool] = False
 
     name: str = MISSING  # backend id, as chosen with `backend=<name>`
 

@@ -21,7 +21,14 @@ from specsweep.tracking.config import LoggerConfig
 
 MAX_SPECULATIVE_TOKENS = 64
 NGRAM_METHODS = tuple(m.name for m in METHOD_TABLE.values() if m.ngram_sizes)
-SPECULATION_FIELDS = ("num_speculative_tokens", "draft_model", "ngram_min", "ngram_max", "draft_tp_size")
+SPECULATION_FIELDS = (
+    "num_speculative_tokens",
+    "draft_model",
+    "ngram_min",
+    "ngram_max",
+    "draft_tp_size",
+    "synthetic_acceptance",
+)
 
 
 @dataclass
@@ -34,6 +41,10 @@ class SpeculationConfig:
     ngram_min: Optional[int] = bounded(None, ge=1, null="the backend's default")  # smallest prompt n-gram matched
     ngram_max: Optional[int] = bounded(None, ge=1, null="the backend's default")  # largest prompt n-gram matched
     draft_tp_size: Optional[int] = bounded(None, ge=1, null="the target's")  # tensor-parallel degree of the draft
+    # Verify with a known acceptance instead of the target's: each drafted token is accepted with this probability
+    # (i.i.d., so position i has rate alpha^i) while the proposer and the target still run for real. Outputs are
+    # not the target's; the speedup is what a draft of this cost would give at this acceptance (acceptance map).
+    synthetic_acceptance: Optional[float] = bounded(None, ge=0.0, le=1.0, null="the target verifies (real acceptance)")
     backend_overrides: Dict[str, Any] = field(default_factory=dict)  # merged verbatim into the native config
 
     def check(self, cfg) -> List[Problem]:
@@ -59,6 +70,22 @@ class SpeculationConfig:
             ]
         elif self.ngram_min is not None and self.ngram_max is not None and self.ngram_min > self.ngram_max:
             problems.append(("speculation.ngram_min", self.ngram_min, f"<= speculation.ngram_max ({self.ngram_max})"))
+        if self.synthetic_acceptance is not None and self.num_speculative_tokens is None:
+            problems.append(
+                (
+                    "speculation.synthetic_acceptance",
+                    self.synthetic_acceptance,
+                    "null unless num_speculative_tokens is set",
+                )
+            )
+        if self.synthetic_acceptance is not None and not type(cfg.backend).synthetic_acceptance:
+            problems.append(
+                (
+                    "speculation.synthetic_acceptance",
+                    self.synthetic_acceptance,
+                    f"null for backend={cfg.backend.name} (it cannot verify with a set acceptance; backend=vllm can)",
+                )
+            )
         if self.draft_model is not None and not row.takes_weights:
             problems.append(
                 (

@@ -142,6 +142,12 @@ def lossless(cfg, base: Optional[Phase], rows: List[PromptRow], note: Optional[s
         )
     if not cfg.measurement.lossless_check:
         return Lossless(checked=False, reason="measurement.lossless_check=false")
+    if cfg.speculation.synthetic_acceptance is not None:
+        return Lossless(
+            checked=False,
+            reason=f"speculation.synthetic_acceptance={cfg.speculation.synthetic_acceptance}: drafts were accepted at "
+            "a set rate, not by the target, so outputs are not the target's",
+        )
     compared = [r for r in rows if r.compared_to_baseline]
     mismatches = [Mismatch(id=r.id, first_mismatch=r.first_mismatch) for r in compared if r.first_mismatch is not None]
     return Lossless(

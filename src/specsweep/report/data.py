@@ -135,6 +135,8 @@ def series_label(series: Series, all_series: List[Series]) -> str:
         label += f" n={series.ngram_min or '?'}..{series.ngram_max or '?'}"
     if series.variant:
         label += f" ({series.variant})"
+    if series.synthetic_acceptance is not None:
+        label += f" (synthetic acceptance {series.synthetic_acceptance:g})"
     if len({s.model for s in all_series}) > 1 or len({s.backend for s in all_series}) > 1:
         label += f" [{series.model}, {series.backend}]"
     if len({s.dataset for s in all_series}) > 1:
@@ -242,6 +244,51 @@ def cost_curve(jobs: List[Job]) -> Optional[Tuple[int, Dict[int, float]]]:
         return None
     curve = max(probes, key=lambda j: j.theory("curve")["probe_k"]).theory("curve")
     return curve["probe_k"], {p["k"]: p["speedup"] for p in curve["points"]}
+
+
+def break_even(points: List[Tuple[float, float]]) -> Optional[float]:
+    """The smallest x at which y (speedup, by acceptance length x) reaches 1.0, interpolated linearly between the
+    measured points around the first crossing; None where no pair of neighbours crosses it."""
+    points = sorted(points)
+    if points and points[0][1] >= 1.0:
+        return None  # pays at the lowest acceptance measured: the break-even lies below the range
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if y0 < 1.0 <= y1:
+            return x0 + (1.0 - y0) * (x1 - x0) / (y1 - y0)
+    return None
+
+
+def acceptance_map(jobs: List[Job]) -> Dict[str, Any]:
+    """Speedup by (measured acceptance length, k) from jobs that verified with a set acceptance
+    (speculation.synthetic_acceptance), each k's break-even acceptance length, the best k at each set acceptance,
+    and the jobs with real acceptance of the same backend, model and method to place on the map."""
+    synthetic = [
+        j
+        for j in jobs
+        if j.ok and j.row.get("synthetic_acceptance") is not None and j.k and j.metric("speedup") is not None
+    ]
+    by_k: Dict[int, List[Tuple[float, float]]] = {}
+    by_alpha: Dict[float, List[Job]] = {}
+    for j in synthetic:
+        by_k.setdefault(j.k, []).append((j.metric("mean_acceptance_length"), j.metric("speedup")))
+        by_alpha.setdefault(j.row["synthetic_acceptance"], []).append(j)
+    kinds = {(j.row.get("backend"), j.row.get("model"), j.row.get("method")) for j in synthetic}
+    real = [
+        j
+        for j in jobs
+        if j.ok
+        and j.row.get("synthetic_acceptance") is None
+        and (j.row.get("backend"), j.row.get("model"), j.row.get("method")) in kinds
+        and j.k
+        and j.metric("speedup") is not None
+        and j.metric("mean_acceptance_length") is not None
+    ]
+    return {
+        "by_k": {k: sorted(v) for k, v in sorted(by_k.items())},
+        "break_even": {k: break_even(v) for k, v in sorted(by_k.items())},
+        "best_k": {alpha: max(js, key=lambda j: j.metric("speedup")) for alpha, js in sorted(by_alpha.items())},
+        "real": real,
+    }
 
 
 def category_speedups(job: Job) -> Dict[str, float]:

@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from specsweep.report import plots
 from specsweep.report.data import (
     Job,
+    acceptance_map,
     by_series,
     cost_curve,
     crossover,
@@ -125,6 +126,32 @@ def curve_table(jobs: List[Job]) -> str:
             )
     header = ["method", "k", "measured", "cost model", "its error", "i.i.d. model", "its error"]
     return _table(header, rows) if rows else ""
+
+
+def acceptance_map_table(jobs: List[Job]) -> str:
+    """Under the acceptance map: each k's break-even acceptance length, and the best k at each set acceptance."""
+    found = acceptance_map(jobs)
+    if not found["by_k"]:
+        return ""
+    rows = []
+    for k, points in found["by_k"].items():
+        lengths = [x for x, _ in points if x is not None]
+        even = found["break_even"][k]
+        note = (
+            _num(even)
+            if even is not None
+            else ("below the range: pays at every acceptance measured" if min(y for _, y in points) >= 1.0 else "")
+            or "not reached in the range"
+        )
+        span = f"{min(lengths):.3g} to {max(lengths):.3g}" if lengths else ""
+        rows.append([_num(k), note, span, ", ".join(f"{y:.3g}" for _, y in points)])
+    by_k = _table(["k", "break-even acceptance length (1.0x)", "acceptance lengths measured", "speedups"], rows)
+    best = [
+        [_num(alpha), _num(j.k), _num(j.metric("speedup")), _num(j.metric("mean_acceptance_length"))]
+        for alpha, j in found["best_k"].items()
+    ]
+    header = ["set acceptance per token", "best k", "its speedup", "its acceptance length"]
+    return by_k + _table(header, best) + ACCEPTANCE_MAP_NOTE
 
 
 def theory_table(jobs: List[Job]) -> str:
@@ -280,9 +307,11 @@ def render(sources: List[Path]) -> Tuple[str, Dict[str, bytes]]:
         plots._plt().close(fig)
         pngs[name] = buf.getvalue()
         img = base64.b64encode(pngs[name]).decode()
-        extra = {"predicted_vs_measured": theory_table(jobs) + THEORY_NOTE, "predicted_curve": curve_table(jobs)}.get(
-            name, ""
-        )
+        extra = {
+            "predicted_vs_measured": theory_table(jobs) + THEORY_NOTE,
+            "predicted_curve": curve_table(jobs),
+            "acceptance_map": acceptance_map_table(jobs),
+        }.get(name, "")
         sections.append(f"<h2>{html.escape(title)}</h2><img alt='{name}' src='data:image/png;base64,{img}'>{extra}")
     ok = [j for j in jobs if j.ok]
     head = (
@@ -319,6 +348,14 @@ TABLE_NOTE = (
     "timed target and draft forwards and the probe's own acceptance (measurement.cost_model=true, e.g. "
     "hparams_search=best_k); n/a where no job of the series timed them. Both are predictions, not measurements. "
     "J/token marked (est.) is an estimate, not a meter reading.</p>"
+)
+ACCEPTANCE_MAP_NOTE = (
+    "<p class=note>Each point verified its drafts with a set acceptance (speculation.synthetic_acceptance: vLLM's "
+    "rejection_sample_method=synthetic, each drafted token accepted with that probability) while the proposer and "
+    "the target ran for real, so its speedup is what a draft of this cost would give at that acceptance on this "
+    "machine. Acceptance length is measured (accepted tokens per step + 1). Break-even: interpolated linearly between "
+    "the two measured points around 1.0x. Outputs of these jobs are not the target's; real drafts are marked as "
+    "stars.</p>"
 )
 THEORY_NOTE = (
     "<p class=note>Predictions use Leviathan et al. (2023): speedup = (1 - alpha^(k+1)) / ((1 - alpha)(k c + 1)), "

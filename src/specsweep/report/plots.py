@@ -18,6 +18,9 @@ from specsweep.report.data import (
     series_label,
     serving,
 )
+from specsweep.report.data import (
+    acceptance_map as accept_map,
+)
 
 Figure = object
 
@@ -421,6 +424,56 @@ def joules_per_token_vs_concurrency(jobs: List[Job]) -> Union[Figure, str]:
     return fig
 
 
+def acceptance_map(jobs: List[Job]) -> Union[Figure, str]:
+    """Speedup over (acceptance length, k) measured with a set acceptance (speculation.synthetic_acceptance): each
+    point's colour is its speedup, the 1.0x contour divides paying from not paying, each k's break-even acceptance
+    is marked, and the same backend's real drafts sit on the map where their measured acceptance puts them."""
+    found = accept_map(jobs)
+    points = [(x, k, y) for k, xy in found["by_k"].items() for x, y in xy if x is not None]
+    if not points:
+        return (
+            "no job verified with a set acceptance (speculation.synthetic_acceptance on backend=vllm, e.g. "
+            "-m speculation=draft_model speculation.num_speculative_tokens=1,2,4 "
+            "speculation.synthetic_acceptance=0.3,0.6,0.9)"
+        )
+    plt = _plt()
+    from matplotlib.colors import TwoSlopeNorm
+
+    xs, ks, ys = zip(*points)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    norm = TwoSlopeNorm(vcenter=1.0, vmin=min(min(ys), 0.99), vmax=max(max(ys), 1.01))
+    dots = ax.scatter(xs, ks, c=ys, cmap="RdYlGn", norm=norm, s=90, edgecolors="grey", zorder=3)
+    for x, k, y in points:
+        ax.annotate(f"{y:.2f}", (x, k), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=7)
+    if len(set(ks)) > 1 and len(points) >= 3:
+        try:
+            ax.tricontour(xs, ks, ys, levels=[1.0], colors="black", linewidths=1.2)
+        except (ValueError, RuntimeError):  # collinear points: no triangulation, the break-even marks remain
+            pass
+    marked = [(x, k) for k, x in found["break_even"].items() if x is not None]
+    if marked:
+        ax.plot(*zip(*marked), "k|", markersize=16, mew=2, label="break-even acceptance (1.0x) per k")
+    for j in found["real"]:
+        ax.plot(j.metric("mean_acceptance_length"), j.k, "*", color="white", mec="black", markersize=14, zorder=4)
+        ax.annotate(
+            f"real draft {j.metric('speedup'):.2f}x",
+            (j.metric("mean_acceptance_length"), j.k),
+            textcoords="offset points",
+            xytext=(8, -10),
+            fontsize=7,
+        )
+    fig.colorbar(dots, ax=ax, label="speedup over no speculation (x)")
+    ax.set_xlabel("mean acceptance length (tokens per verification step, measured)")
+    ax.set_ylabel("k (draft tokens per step)")
+    ax.set_yticks(sorted(set(ks)))
+    ax.set_title("Acceptance map: speedup at a set acceptance; black line = 1.0x; stars = real drafts", fontsize=9)
+    if marked:
+        ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 FIGURES = {
     "speedup_vs_k": ("Speedup vs k", speedup_vs_k),
     "predicted_vs_measured": ("Theory vs. measurement", predicted_vs_measured),
@@ -429,6 +482,7 @@ FIGURES = {
     "acceptance_per_position": ("Acceptance per position", acceptance_per_position),
     "speedup_by_category": ("Speedup by prompt category", speedup_by_category),
     "latency_energy_pareto": ("Latency-energy Pareto front", latency_energy_pareto),
+    "acceptance_map": ("Acceptance map: what acceptance a draft needs to pay", acceptance_map),
     "speedup_vs_concurrency": ("Speedup vs concurrency (served)", speedup_vs_concurrency),
     "latency_vs_concurrency": ("TTFT and inter-token latency vs concurrency (served)", latency_vs_concurrency),
     "joules_per_token_vs_concurrency": ("Energy per token vs concurrency (served)", joules_per_token_vs_concurrency),

@@ -28,6 +28,7 @@ IDENTITY_FIELDS = (
     "k",
     "ngram_min",
     "ngram_max",
+    "synthetic_acceptance",
     "concurrency",
     "request_rate",
     "model",
@@ -459,6 +460,11 @@ class Result:
     k: Optional[int] = doc("draft tokens per step (speculation.num_speculative_tokens)")
     ngram_min: Optional[int] = doc("shortest n-gram a prompt-lookup method matches")
     ngram_max: Optional[int] = doc("longest n-gram a prompt-lookup method matches")
+    synthetic_acceptance: Optional[float] = doc(
+        "speculation.synthetic_acceptance: drafts accepted with this probability each, not by the target "
+        "(null: real acceptance)",
+        default=None,
+    )
     concurrency: Optional[int] = doc(
         "served backends: most requests in flight at once (null: an offline backend)", default=None
     )
@@ -506,6 +512,7 @@ class Result:
             k=speculation.num_speculative_tokens,
             ngram_min=speculation.ngram_min,
             ngram_max=speculation.ngram_max,
+            synthetic_acceptance=speculation.synthetic_acceptance,
             **cfg.backend.load_identity(cfg.generation),
             model=cfg.model.name,
             dataset=str(cfg.dataset.name),

