@@ -165,58 +165,6 @@ def _agreement(n: int, seed: int) -> list:
     return out
 
 
-def _decode(agree: list, k: int, verify_s: list, draft_s: float):
-    """Speculative decoding over the agreement sequence: each step drafts k tokens, keeps the leading ones the target
-    agrees with, appends one more -> (AcceptanceCounts, tokens, seconds) as an engine at k would measure them."""
-    from specsweep.core import AcceptanceCounts
-
-    counts, pos, seconds = AcceptanceCounts(), 0, 0.0
-    while pos < len(agree) - k - 1:
-        accepted = 0
-        while accepted < k and agree[pos + accepted]:
-            accepted += 1
-        counts.record_step(k, accepted)
-        seconds += k * draft_s + verify_s[k]
-        pos += accepted + 1
-    return counts, pos, seconds
-
-
-def test_the_cost_curve_predicts_correlated_acceptance_where_the_iid_model_cannot():
-    from specsweep.measure import metrics as metric_fns
-    from specsweep.results.types import Metrics
-
-    agree = _agreement(60_000, seed=1)
-    verify_s = [0.10 + 0.012 * (n - 1) for n in range(1, 10)]  # CPU-like: verification grows with its width
-    draft_s = 0.02
-    base_s = len(agree) * verify_s[0]  # plain decoding: one target forward per token
-    probe, tokens, seconds = _decode(agree, 8, verify_s, draft_s)
-    measured = {}
-    for k in range(1, 9):
-        _, n, s = _decode(agree, k, verify_s, draft_s)
-        measured[k] = (n / s) / (len(agree) / base_s)
-    acc = metric_fns.acceptance_metrics(probe)
-    m = Metrics(
-        output_tokens=tokens,
-        speedup=measured[8],
-        accepted_tokens=probe.accepted,
-        num_drafts=probe.num_drafts,
-        drafted_tokens=probe.drafted,
-        acceptance_per_position=acc["acceptance_per_position"],
-    )
-    alpha = theory.fit_alpha(probe.accepted, probe.num_drafts, probe.drafted)
-    costs = {"verify_s": verify_s, "draft_token_s": draft_s, "source": "synthetic"}
-    curve = theory.cost_curve(m, 8, costs, alpha, None, steps=probe.steps)
-    errors = {p.k: abs(p.speedup / measured[p.k] - 1) for p in curve.points}
-    iid_errors = {p.k: abs(p.iid_speedup / measured[p.k] - 1) for p in curve.points}
-    assert max(errors.values()) < 0.03, errors  # every k from one probe at k=8
-    assert max(iid_errors.values()) > 3 * max(errors.values()), iid_errors  # i.i.d. acceptance misses the bursts
-    assert curve.best_k == max(measured, key=measured.get)
-    mean_only = theory.cost_curve(m, 8, costs, alpha, None)  # 1 + p_1 + ... + p_k, no step records
-    mean_errors = {p.k: abs(p.speedup / measured[p.k] - 1) for p in mean_only.points}
-    assert max(mean_errors.values()) > 2 * max(errors.values())  # bursts: smaller k starts more steps mid-run
-    assert curve.draft_step_share == pytest.approx(1.0)
-
-
 def test_steps_without_a_draft_count_as_plain_decoding_steps():
     # prompt lookup: 10 draft steps (each 2 drafted, 1 accepted) and 5 steps that found no match -> 25 tokens
     assert theory.draft_step_share(output_tokens=25, num_drafts=10, accepted=10) == pytest.approx(10 / 15)

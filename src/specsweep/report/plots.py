@@ -453,15 +453,7 @@ def acceptance_map(jobs: List[Job]) -> Union[Figure, str]:
     marked = [(x, k) for k, x in found["break_even"].items() if x is not None]
     if marked:
         ax.plot(*zip(*marked), "k|", markersize=16, mew=2, label="break-even acceptance (1.0x) per k")
-    for j in found["real"]:
-        ax.plot(j.metric("mean_acceptance_length"), j.k, "*", color="white", mec="black", markersize=14, zorder=4)
-        ax.annotate(
-            f"real draft {j.metric('speedup'):.2f}x",
-            (j.metric("mean_acceptance_length"), j.k),
-            textcoords="offset points",
-            xytext=(8, -10),
-            fontsize=7,
-        )
+    _real_drafts(ax, found["real"])
     fig.colorbar(dots, ax=ax, label="speedup over no speculation (x)")
     ax.set_xlabel("mean acceptance length (tokens per verification step, measured)")
     ax.set_ylabel("k (draft tokens per step)")
@@ -472,6 +464,15 @@ def acceptance_map(jobs: List[Job]) -> Union[Figure, str]:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def _real_drafts(ax, jobs: List[Job]) -> None:
+    """Jobs with real acceptance, as stars where their measured acceptance length and k put them on the map."""
+    for j in jobs:
+        at = (j.metric("mean_acceptance_length"), j.k)
+        ax.plot(*at, "*", color="white", mec="black", markersize=14, zorder=4)
+        label = f"real draft {j.metric('speedup'):.2f}x"
+        ax.annotate(label, at, textcoords="offset points", xytext=(8, -10), fontsize=7)
 
 
 FIGURES = {
