@@ -228,3 +228,32 @@ def test_a_set_acceptance_is_what_the_draft_gets_and_the_counts_show_it(tmp_path
         # 4 sigma of a binomial share over the steps, and one step: the last may draft fewer at the length limit
         tolerance = 4 * (expected * (1 - expected) / steps) ** 0.5 + 1 / steps
         assert abs(rate - expected) <= tolerance, (i, rate, expected, steps)
+
+
+def test_with_the_acceptance_known_the_cost_curve_predicts_the_measured_speedup(tmp_path):
+    """The cost model's honest test (it replaced one whose engine was the formula it checked): real forwards of the
+    packaged 1.5B target and 0.5B draft, acceptance set to 0.3 per token so the probe's acceptance is what the other
+    job gets too. The k=4 probe's curve, built from its timed forwards and counts, predicts the k=1 job's measured
+    speedup within 10% (4.6% in docs/results.md's acceptance map; there, at 0.6 and 0.9, it missed by up to 10.4%)."""
+    proc = run_main(
+        "-m",
+        "backend=pytorch",
+        "speculation=draft_model",
+        "speculation.num_speculative_tokens=1,4",
+        "speculation.synthetic_acceptance=0.3",
+        "measurement.cost_model=true",
+        "dataset.num_prompts=4",
+        "generation.max_new_tokens=32",
+        "measurement.repetitions=2",
+        "energy=none",
+        "logger=none",
+        cwd=tmp_path,
+        timeout=1800,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = {r["k"]: r for r in results_in(tmp_path)}
+    curve = results[4]["theory"]["curve"]
+    predicted = {p["k"]: p["speedup"] for p in curve["points"]}
+    measured = results[1]["metrics"]["speedup"]
+    assert curve["draft_token_s"] > 0 and results[4]["theory"]["cost_ratio"] > 0  # the draft's cost is real
+    assert abs(predicted[1] / measured - 1) <= 0.10, (predicted, measured)

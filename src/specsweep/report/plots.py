@@ -49,7 +49,7 @@ def speedup_vs_k(jobs: List[Job]) -> Union[Figure, str]:
     if not any(pts.values()):
         return "no job with a measured speedup and a k (needs measurement.baseline=true)"
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(12, 4.5))
     labels = list(groups)
     for color, (series, js) in zip(_colors(len(pts)), pts.items()):
         if not js:
@@ -71,11 +71,11 @@ def speedup_vs_k(jobs: List[Job]) -> Union[Figure, str]:
     ax.set_xlabel("k (draft tokens per verification step)")
     ax.set_ylabel("speedup over no speculation (x)")
     ax.set_title(
-        "Speedup vs k: measured per-prompt median with interval; solid = cost model (timed forwards), "
-        "dashed = i.i.d. model (no per-step overhead)"
+        "Speedup vs k: measured per-prompt median with interval\n"
+        "solid = cost model (timed forwards), dashed = i.i.d. model (no per-step overhead)"
     )
     ax.title.set_fontsize(9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the points, never over them
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
@@ -105,7 +105,7 @@ def _model_curves(ax, jobs: List[Job], k_max: int, color, label: str) -> None:
             "--",
             color=color,
             alpha=0.6,
-            label=f"{label}: i.i.d. model (alpha={pooled['alpha']:.2f}, c={pooled['cost_ratio']:.2f}; no overhead)",
+            label=f"{label}: i.i.d. model (alpha={pooled['alpha']:.2f}, c={pooled['cost_ratio']:.2f})",
         )
 
 
@@ -458,7 +458,9 @@ def acceptance_map(jobs: List[Job]) -> Union[Figure, str]:
     ax.set_xlabel("mean acceptance length (tokens per verification step, measured)")
     ax.set_ylabel("k (draft tokens per step)")
     ax.set_yticks(sorted(set(ks)))
-    ax.set_title("Acceptance map: speedup at a set acceptance; black line = 1.0x; stars = real drafts", fontsize=9)
+    ax.set_ylim(min(ks) - 0.6, max(ks) + 0.6)  # room for the labels above the first and last rows
+    ax.margins(x=0.08)
+    ax.set_title("Acceptance map: speedup at a set acceptance\nblack line = 1.0x; stars = real drafts", fontsize=9)
     if marked:
         ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
