@@ -68,7 +68,7 @@ def test_typo_key_fails_at_compose_time():
             "speculation.ngram_min",
             "transformers prompt lookup",
         ),
-        (["speculation.synthetic_acceptance=0.5"], "speculation.synthetic_acceptance", "backend=vllm can"),
+        (["speculation.synthetic_acceptance=0.5"], "speculation.synthetic_acceptance", "backend=pytorch can"),
         (
             ["backend=vllm", "speculation=draft_model", "speculation.synthetic_acceptance=1.5"],
             "speculation.synthetic_acceptance",

@@ -315,25 +315,33 @@ def test_category_panel_fits_every_bar_and_its_long_labels_do_not_overlap(tmp_pa
     assert not any(legend.overlaps(bar.get_window_extent(renderer)) for bar in ax.patches)
 
 
-def test_the_curve_panel_and_table_compare_both_models_with_every_measured_k(tmp_path):
-    from specsweep.report import plots
-    from specsweep.results.types import CostCurve, CurvePoint
+def probe_curve(points, draft_token_s: float):
+    """A k=4 probe's theory.curve through the given points (its timings are placeholders the report does not read)."""
+    from specsweep.results.types import CostCurve
 
-    points = [
-        CurvePoint(k=k, tokens_per_step=1 + 0.5 * k, speedup=1 + 0.1 * k, iid_speedup=1 + 0.3 * k) for k in (1, 2, 3, 4)
-    ]
-    curve = CostCurve(
+    best = max(points, key=lambda p: p.speedup)
+    return CostCurve(
         probe_k=4,
         verify_s=[0.1] * 5,
-        draft_token_s=0.01,
+        draft_token_s=draft_token_s,
         draft_step_share=1.0,
         points=points,
-        best_k=4,
-        best_speedup=1.4,
+        best_k=best.k,
+        best_speedup=best.speedup,
         best_energy_k=None,
         source="test",
         tokens_source="test",
     )
+
+
+def test_the_curve_panel_and_table_compare_both_models_with_every_measured_k(tmp_path):
+    from specsweep.report import plots
+    from specsweep.results.types import CurvePoint
+
+    points = [
+        CurvePoint(k=k, tokens_per_step=1 + 0.5 * k, speedup=1 + 0.1 * k, iid_speedup=1 + 0.3 * k) for k in (1, 2, 3, 4)
+    ]
+    curve = probe_curve(points, draft_token_s=0.01)
     sweep = tmp_path / "s"
     make_job(sweep, 0, "draft_model", 4, 1.4, 0.7, 0.1, curve=curve)
     make_job(sweep, 1, "draft_model", 2, 1.25, 0.7, 0.1)
@@ -348,21 +356,10 @@ def test_the_main_speedup_panel_and_table_show_the_cost_model_where_it_was_timed
     """A plain sweep's only prediction used to be the i.i.d. model with c = 0, drawn as 'predicted': where a job of
     the series has the cost model's curve, the panel draws it and the table gives its value at each swept k."""
     from specsweep.report import plots
-    from specsweep.results.types import CostCurve, CurvePoint
+    from specsweep.results.types import CurvePoint
 
     points = [CurvePoint(k=k, tokens_per_step=1.5, speedup=1 + 0.05 * k, iid_speedup=2.0) for k in (1, 2, 3, 4)]
-    curve = CostCurve(
-        probe_k=4,
-        verify_s=[0.1] * 5,
-        draft_token_s=0.0,
-        draft_step_share=1.0,
-        points=points,
-        best_k=4,
-        best_speedup=1.2,
-        best_energy_k=None,
-        source="test",
-        tokens_source="test",
-    )
+    curve = probe_curve(points, draft_token_s=0.0)
     sweep = tmp_path / "s"
     make_job(sweep, 0, "ngram", 4, 1.2, 0.4, 0.0, curve=curve)
     make_job(sweep, 1, "ngram", 2, 1.15, 0.4, 0.0)

@@ -83,7 +83,8 @@ class SpeculationConfig:
                 (
                     "speculation.synthetic_acceptance",
                     self.synthetic_acceptance,
-                    f"null for backend={cfg.backend.name} (it cannot verify with a set acceptance; backend=vllm can)",
+                    f"null for backend={cfg.backend.name} (it cannot verify with a set acceptance; backend=pytorch "
+                    "can, and vllm on a GPU)",
                 )
             )
         if self.draft_model is not None and not row.takes_weights:
