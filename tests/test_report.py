@@ -410,3 +410,4 @@ def test_break_even_is_none_outside_the_range_and_the_first_crossing_inside_it()
     assert data.break_even([(1.5, 1.1), (2.0, 1.3)]) is None  # pays at the lowest acceptance measured
     assert data.break_even([(1.5, 0.6), (2.0, 0.9)]) is None  # never pays in the range
     assert data.break_even([(3.0, 1.2), (1.5, 0.5), (2.0, 1.0)]) == pytest.approx(2.0)  # unsorted input, exact hit
+    assert data.break_even([(1.0, 0.8), (2.0, 1.2), (3.0, 0.9)]) == pytest.approx(1.5)  # interpolated, first crossing
