@@ -79,6 +79,47 @@ def test_typo_key_fails_at_compose_time():
             "speculation.synthetic_acceptance",
             "null when speculation.method=none",
         ),
+        (["+speculation.k_schedule={1:5,4:0}"], "speculation.k_schedule", "vllm, vllm_server and tensorrt have one"),
+        (
+            [
+                "backend=vllm",
+                "speculation=ngram",
+                "speculation.num_speculative_tokens=4",
+                "+speculation.k_schedule={2:4}",
+            ],
+            "speculation.k_schedule",
+            "smallest batch size is 1",
+        ),
+        (
+            [
+                "backend=vllm",
+                "speculation=ngram",
+                "speculation.num_speculative_tokens=4",
+                "+speculation.k_schedule={1:0}",
+            ],
+            "speculation.k_schedule",
+            "at least one above 0",
+        ),
+        (
+            [
+                "backend=vllm",
+                "speculation=ngram",
+                "speculation.num_speculative_tokens=3",
+                "+speculation.k_schedule={1:4}",
+            ],
+            "speculation.num_speculative_tokens",
+            "4, the schedule's largest k",
+        ),
+        (
+            [
+                "backend=vllm",
+                "speculation=ngram",
+                "speculation.num_speculative_tokens=4",
+                "speculation.k_schedule={1:4}",
+            ],
+            "speculation.k_schedule",
+            "a map set with a leading '+'",
+        ),
         (["model.draft=null"], "speculation.draft_model", "set speculation.draft_model or model.draft"),
         (
             ["speculation=ngram", "speculation.draft_model=packaged:qwen2.5-coder-0.5b-instruct"],

@@ -192,6 +192,18 @@ def test_runtime_selects_the_llm_class_and_stats(not_installed):
     assert "disable_overlap_scheduler" not in torch_side["llm"]["kwargs"]
 
 
+def test_a_k_schedule_maps_to_draft_len_schedule_keyed_by_each_ranges_largest_batch(not_installed):
+    _, kwargs, _ = spec_of(
+        "speculation=ngram", "speculation.num_speculative_tokens=4", "+speculation.k_schedule={1:4,2:2,4:0}"
+    )
+    # batch 1: 4, batches 2-3: 2, above 3: nothing drafted (TensorRT-LLM's implicit 0 above the largest key)
+    assert kwargs["draft_len_schedule"] == {1: 4, 3: 2}
+    assert kwargs["max_draft_len"] == 4
+    assert mapping.draft_len_schedule({1: 3, 8: 1}) == {7: 3, 2048: 1}  # a last k > 0 runs to the open end
+    _, plain, _ = spec_of("speculation=ngram", "speculation.num_speculative_tokens=4")
+    assert "draft_len_schedule" not in plain
+
+
 def test_sampling_params(not_installed):
     assert native("speculation=eagle3", "generation.max_new_tokens=16")["sampling_params"] == {
         "max_tokens": 16,

@@ -260,3 +260,21 @@ def test_timed_verify_costs_are_made_nondecreasing_by_pooling_only_the_dips():
     assert theory.nondecreasing(rising) == rising  # nothing to pool: the timings stand as measured
     flat_then_dip = [0.5, 0.5, 0.5, 0.1]
     assert theory.nondecreasing(flat_then_dip) == pytest.approx([0.4] * 4)
+
+
+def test_the_load_curve_recovers_a_planted_linear_cost_engine_and_passes_through_its_probe():
+    """A served engine at one load whose step costs 1 + 0.3 k baseline steps and whose position i is accepted with
+    these rates: its speedup at every k is E(k) / (1 + 0.3 k); the probe at k=6 alone must give them all back."""
+    rates = [0.9, 0.7, 0.5, 0.4, 0.2, 0.1]
+
+    def planted(k):
+        return (1 + sum(rates[:k])) / (1 + 0.3 * k)
+
+    curve = theory.load_curve(rates, 6, planted(6))
+    assert [p["k"] for p in curve] == [1, 2, 3, 4, 5, 6]
+    for point in curve:
+        assert point["speedup"] == pytest.approx(planted(point["k"]), rel=1e-12)
+    best = max(curve, key=lambda p: p["speedup"])["k"]
+    assert best == max(range(1, 7), key=planted) == 3
+    with pytest.raises(ValueError):
+        theory.load_curve(rates[:3], 6, 1.0)

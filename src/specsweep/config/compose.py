@@ -61,6 +61,10 @@ def _value_error(err, overrides: Sequence[str]) -> ConfigError:
     if message.startswith("Key '") and dataclasses.is_dataclass(getattr(err, "object_type", None)):
         names = ", ".join(f.name for f in dataclasses.fields(err.object_type))
         return ConfigError(key, given, f"an existing field; {err.object_type.__name__} has: {names}")
+    parent = key.rsplit(".", 1)[0]
+    whole = next((o.split("=", 1)[1] for o in overrides if o.split("=")[0] == parent), None)
+    if message.endswith("is not in struct") and whole is not None:  # `field={...}` on a map field: Hydra wants `+`
+        return ConfigError(parent, whole, f"a map set with a leading '+': '+{parent}={whole}'")
     if message.startswith("Invalid value '") and "expected one of [" in message:  # an enum field
         return ConfigError(key, message.split("'")[1], f"one of {message.split('expected one of [', 1)[1].rstrip(']')}")
     if "could not be converted to " in message:

@@ -28,6 +28,7 @@ SPECULATION_FIELDS = (
     "ngram_max",
     "draft_tp_size",
     "synthetic_acceptance",
+    "k_schedule",
 )
 
 
@@ -45,6 +46,9 @@ class SpeculationConfig:
     # (i.i.d., so position i has rate alpha^i) while the proposer and the target still run for real. Outputs are
     # not the target's; the speedup is what a draft of this cost would give at this acceptance (acceptance map).
     synthetic_acceptance: Optional[float] = bounded(None, ge=0.0, le=1.0, null="the target verifies (real acceptance)")
+    # k per load: {from batch size: k}, e.g. {1: 4, 4: 2, 8: 0} (k=0: speculation off), mapped onto the engine's
+    # own schedule (vLLM num_speculative_tokens_per_batch_size, TensorRT-LLM draft_len_schedule); k_by_load writes it.
+    k_schedule: Dict[int, int] = field(default_factory=dict)  # empty: one fixed k (num_speculative_tokens)
     backend_overrides: Dict[str, Any] = field(default_factory=dict)  # merged verbatim into the native config
 
     def check(self, cfg) -> List[Problem]:
@@ -54,7 +58,7 @@ class SpeculationConfig:
             return [
                 (f"speculation.{n}", getattr(self, n), "null when speculation.method=none")
                 for n in SPECULATION_FIELDS
-                if getattr(self, n) is not None
+                if getattr(self, n) not in (None, {})
             ]
         problems = []
         if self.num_speculative_tokens is None and not row.k_optional:
@@ -87,6 +91,7 @@ class SpeculationConfig:
                     "can, and vllm on a GPU)",
                 )
             )
+        problems += self._schedule_problems(cfg)
         if self.draft_model is not None and not row.takes_weights:
             problems.append(
                 (
@@ -96,6 +101,31 @@ class SpeculationConfig:
                 )
             )
         return problems
+
+    def _schedule_problems(self, cfg) -> List[Problem]:
+        """k_schedule: starts at batch size 1, every k in [0, MAX], its largest k is num_speculative_tokens (the
+        engines size their buffers for it), and the backend has a schedule to map it onto."""
+        schedule = self.k_schedule
+        if not schedule:
+            return []
+        name, shown = "speculation.k_schedule", dict(schedule)
+        if not type(cfg.backend).k_schedule:
+            return [
+                (
+                    name,
+                    shown,
+                    f"unset for backend={cfg.backend.name} (it has no per-batch-size draft length; "
+                    "vllm, vllm_server and tensorrt have one)",
+                )
+            ]
+        if min(schedule, default=0) != 1 or any(b < 1 for b in schedule):
+            return [(name, shown, "a map {batch size: k} whose smallest batch size is 1, e.g. {1: 4, 4: 2, 8: 0}")]
+        if any(not 0 <= k <= MAX_SPECULATIVE_TOKENS for k in schedule.values()) or max(schedule.values()) == 0:
+            return [(name, shown, f"k values in [0, {MAX_SPECULATIVE_TOKENS}], at least one above 0")]
+        if self.num_speculative_tokens != max(schedule.values()):
+            allowed = f"{max(schedule.values())}, the schedule's largest k (the engine sizes its drafts for it)"
+            return [("speculation.num_speculative_tokens", self.num_speculative_tokens, allowed)]
+        return []
 
 
 @dataclass

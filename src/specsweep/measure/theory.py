@@ -342,3 +342,22 @@ def cost_curve(
         ),
         timeline=timeline,
     )
+
+
+LOAD_CURVE_MODEL = (
+    "two-point load model: the probe's measured per-position acceptance gives tokens per step E(k) = 1 + sum_{i<=k} "
+    "a_i; the step time grows linearly in k from the baseline's (k=0) to the probe's (E(k_p) / S_p at k_p), both "
+    "measured at this load, so S(k) = E(k) / (1 + (k / k_p) (E(k_p) / S_p - 1)); an estimate"
+)
+
+
+def load_curve(per_position: List[float], probe_k: int, probe_speedup: float) -> List[Dict[str, float]]:
+    """Predicted speedup at every k in 1..probe_k for a served job at one load level, from its probe's measured
+    per-position (unconditional) acceptance and measured speedup (LOAD_CURVE_MODEL): the load's own cost, whatever
+    batching does to it, enters only through the two measured points; it passes through the probe's."""
+    if probe_k < 1 or len(per_position) < probe_k or not probe_speedup > 0:
+        raise ValueError(f"a probe needs k >= 1, {probe_k} acceptance positions and a speedup > 0")
+    step_growth = ((1.0 + sum(per_position[:probe_k])) / probe_speedup - 1.0) / probe_k  # per drafted token
+    return [
+        {"k": k, "speedup": (1.0 + sum(per_position[:k])) / (1.0 + k * step_growth)} for k in range(1, probe_k + 1)
+    ]

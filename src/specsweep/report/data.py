@@ -137,6 +137,8 @@ def series_label(series: Series, all_series: List[Series]) -> str:
         label += f" ({series.variant})"
     if series.synthetic_acceptance is not None:
         label += f" (synthetic acceptance {series.synthetic_acceptance:g})"
+    if series.k_schedule:
+        label += f" (k by batch size {series.k_schedule})"
     if len({s.model for s in all_series}) > 1 or len({s.backend for s in all_series}) > 1:
         label += f" [{series.model}, {series.backend}]"
     if len({s.dataset for s in all_series}) > 1:

@@ -29,6 +29,7 @@ IDENTITY_FIELDS = (
     "ngram_min",
     "ngram_max",
     "synthetic_acceptance",
+    "k_schedule",
     "concurrency",
     "request_rate",
     "model",
@@ -446,6 +447,11 @@ class MeasuredSections:
     serving: Optional[Serving] = None
 
 
+def schedule_text(schedule: Dict[int, int]) -> Optional[str]:
+    """speculation.k_schedule as result.json names it: '1:4,4:2,8:0' (None: no schedule)."""
+    return ",".join(f"{start}:{schedule[start]}" for start in sorted(schedule)) or None
+
+
 @dataclass(kw_only=True)
 class Result:
     """result.json: one job of a run or sweep. A failed job keeps every section it got to (null: not reached)."""
@@ -464,6 +470,9 @@ class Result:
         "speculation.synthetic_acceptance: drafts accepted with this probability each, not by the target "
         "(null: real acceptance)",
         default=None,
+    )
+    k_schedule: Optional[str] = doc(
+        "speculation.k_schedule as 'from batch size:k' pairs, e.g. '1:4,4:2,8:0' (null: k is fixed)", default=None
     )
     concurrency: Optional[int] = doc(
         "served backends: most requests in flight at once (null: an offline backend)", default=None
@@ -513,6 +522,7 @@ class Result:
             ngram_min=speculation.ngram_min,
             ngram_max=speculation.ngram_max,
             synthetic_acceptance=speculation.synthetic_acceptance,
+            k_schedule=schedule_text(speculation.k_schedule),
             **cfg.backend.load_identity(cfg.generation),
             model=cfg.model.name,
             dataset=str(cfg.dataset.name),

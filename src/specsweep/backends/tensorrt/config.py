@@ -36,6 +36,7 @@ class TensorrtBackendConfig(BackendConfig):
     engine = "specsweep.backends.tensorrt.backend.TensorrtBackend"
     distributions = ("tensorrt_llm", "torch", "transformers")
     single_engine_reason = "one TensorRT-LLM engine at a time (each holds its own weights and KV cache)"
+    k_schedule = True  # the decoding config's draft_len_schedule
 
     name: str = "tensorrt"
     trtllm_version: str = "1.2.1"  # API version mapped when tensorrt_llm is not installed; an installed one wins

