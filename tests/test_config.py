@@ -200,6 +200,10 @@ def test_jsonl_dataset_errors_name_the_line(tmp_path: Path):
             ["-m", "hparams_search=best_k", "speculation=none"],
             "expected a speculative method for hparams_search=best_k",
         ),
+        (
+            ["-m", "hparams_search=k_by_load", "backend=llamacpp"],
+            "backend=llamacpp is invalid: expected a served backend for hparams_search=k_by_load",
+        ),
     ],
 )
 def test_cli_bad_input_is_one_line_exit_2_no_traceback(tmp_path, args, expected):

@@ -101,6 +101,7 @@ def series(method: str) -> data.Series:
         ngram_min=None,
         ngram_max=None,
         synthetic_acceptance=None,
+        k_schedule=None,
         concurrency=None,
         request_rate=None,
         model="m",
@@ -168,6 +169,7 @@ def test_series_are_identity_minus_k_and_labels_name_every_ngram_window():
         "ngram_min",
         "ngram_max",
         "synthetic_acceptance",
+        "k_schedule",
         "concurrency",
         "request_rate",
         "model",
@@ -411,3 +413,12 @@ def test_break_even_is_none_outside_the_range_and_the_first_crossing_inside_it()
     assert data.break_even([(1.5, 0.6), (2.0, 0.9)]) is None  # never pays in the range
     assert data.break_even([(3.0, 1.2), (1.5, 0.5), (2.0, 1.0)]) == pytest.approx(2.0)  # unsorted input, exact hit
     assert data.break_even([(1.0, 0.8), (2.0, 1.2), (3.0, 0.9)]) == pytest.approx(1.5)  # interpolated, first crossing
+
+
+def test_a_schedules_load_curve_is_labelled_by_its_schedule_beside_each_fixed_k():
+    key = {name: None for name in data.LOAD_FIELDS}
+    key.update(method="ngram", backend="vllm_server", model="m", dataset="builtin")
+    fixed = tuple({**key, "k": 3}[n] for n in data.LOAD_FIELDS)
+    scheduled = tuple({**key, "k": 3, "k_schedule": "1:3,2:2,4:0"}[n] for n in data.LOAD_FIELDS)
+    assert data.curve_label(fixed, [fixed, scheduled]) == "ngram k=3"
+    assert data.curve_label(scheduled, [fixed, scheduled]) == "ngram schedule 1:3,2:2,4:0"

@@ -358,6 +358,4 @@ def load_curve(per_position: List[float], probe_k: int, probe_speedup: float) ->
     if probe_k < 1 or len(per_position) < probe_k or not probe_speedup > 0:
         raise ValueError(f"a probe needs k >= 1, {probe_k} acceptance positions and a speedup > 0")
     step_growth = ((1.0 + sum(per_position[:probe_k])) / probe_speedup - 1.0) / probe_k  # per drafted token
-    return [
-        {"k": k, "speedup": (1.0 + sum(per_position[:k])) / (1.0 + k * step_growth)} for k in range(1, probe_k + 1)
-    ]
+    return [{"k": k, "speedup": (1.0 + sum(per_position[:k])) / (1.0 + k * step_growth)} for k in range(1, probe_k + 1)]

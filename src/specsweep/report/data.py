@@ -167,6 +167,8 @@ def curve_label(key: Tuple, all_keys: List[Tuple]) -> str:
     """The method with its k (and n-gram sizes, request rate, and what else differs between the curves)."""
     row = dict(zip(LOAD_FIELDS, key))
     label = f"{row['method']} k={row['k']}"
+    if row["k_schedule"]:  # k by batch size (speculation.k_schedule), e.g. from hparams_search=k_by_load
+        label = f"{row['method']} schedule {row['k_schedule']}"
     if _matches_ngrams(row["method"]) and (row["ngram_min"] or row["ngram_max"]):
         label += f" n={row['ngram_min'] or '?'}..{row['ngram_max'] or '?'}"
     if row["request_rate"]:

@@ -352,7 +352,7 @@ def speedup_vs_concurrency(jobs: List[Job]) -> Union[Figure, str]:
                 textcoords="offset points",
                 ha="right",  # left of the line, which would strike through it
             )
-    ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+    ax.axhline(1.0, color="grey", lw=0.8, ls=":", label="off (no speculation)")
     _concurrency_axis(ax, levels)
     ax.set_ylabel("speedup: output tokens/s over no speculation (x)")
     ax.set_title("Speedup vs concurrency (dashed: where speculation stops paying)", fontsize=10)
