@@ -7,6 +7,7 @@ Kept short for a 2-core machine: 2 prompts, a few dozen tokens, one repetition.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -126,3 +127,34 @@ def test_a_server_killed_mid_run_is_recorded_failed_and_the_sweep_goes_on(tmp_pa
     assert results[1]["status"] == "failed" and "\n" not in error
     assert error.startswith("ServerError: llama.cpp server exited with code -9 during the load run; log "), error
     assert results[2]["status"] == "ok" and results[2]["environment"]["server_reused"] is False  # a fresh server
+
+
+def test_k_by_load_probes_each_level_verifies_and_reports_a_schedule_it_cannot_run(tmp_path, marker):  # noqa: F811
+    """hparams_search=k_by_load on the real server: a probe per concurrency level, the best predicted k measured,
+    each level's choice from what was measured, and the schedule in engine terms (llama.cpp has no per-batch k)."""
+    from specsweep import load_tuning
+
+    args = ["hydra.sweeper.levels=[1,2]", "hydra.sweeper.probe_k=2", "speculation=draft_model"]
+    proc = run_main("-m", "hparams_search=k_by_load", *args, *SMALL, cwd=tmp_path, env={MARK: marker, **PASSIVE})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (path,) = (tmp_path / "outputs" / "sweeps").glob(f"*/{load_tuning.SUMMARY_FILE}")
+    summary = json.loads(path.read_text())
+    results = {(r["concurrency"], r["k"]): r for r in results_in(tmp_path)}
+    assert sorted(results) == [(1, 1), (1, 2), (2, 1), (2, 2)] and all(r["status"] == "ok" for r in results.values())
+    assert [(p["role"], p["concurrency"], p["k"]) for p in summary["points"]] == [
+        ("probe", 1, 2),
+        ("probe", 2, 2),
+        ("verify", 1, 1),
+        ("verify", 2, 1),
+    ]
+    for level in summary["levels"]:
+        c = level["concurrency"]
+        probe, verified = results[(c, 2)]["metrics"], results[(c, 1)]["metrics"]
+        assert level["curve"][1]["speedup"] == pytest.approx(probe["speedup"])  # the curve passes through its probe
+        best = max([(1.0, 0), (probe["speedup"], 2), (verified["speedup"], 1)], key=lambda o: (o[0], -o[1]))
+        assert (level["best_k"], level["best_speedup"]) == (best[1], best[0])
+    assert min(int(b) for b in summary["schedule"]) == 1
+    assert summary["search_s"] == pytest.approx(sum(r["timing"]["generation_s"] for r in results.values()))
+    off_everywhere = all(level["best_k"] == 0 for level in summary["levels"])
+    assert ("paid at no level" if off_everywhere else "takes no per-batch-size k") in summary["note"]
+    assert "specsweep k_by_load" in proc.stderr
