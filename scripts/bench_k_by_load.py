@@ -6,6 +6,7 @@ grid puts it (a share of the grid's best), the schedule's own check where the en
 measuring time as a share of the grid's (target: <= 30%; the choice within 3% of the grid's best at every level).
 
     .venv/bin/python scripts/bench_k_by_load.py                               # llamacpp_server, draft_model
+    .venv/bin/python scripts/bench_k_by_load.py --method ngram --min-k 3 --probe-k 8   # llama.cpp n-grams: k >= 3
     .venv/bin/python scripts/bench_k_by_load.py --backend vllm_server --method ngram --levels 1 2
 """
 
@@ -44,19 +45,17 @@ def grid_table(grid: list) -> dict:
     return table
 
 
-def report(summary: dict, grid: list, probe_k: int) -> None:
+def report(summary: dict, grid: list, ks: range) -> None:
     table = grid_table(grid)
     grid_s = sum((r.get("timing") or {}).get("generation_s") or 0.0 for r in grid)
-    print(
-        f"\n{'c':>3} " + " ".join(f"{'k=' + str(k):>7}" for k in range(1, probe_k + 1)) + "  grid best  search  share"
-    )
+    print(f"\n{'c':>3} " + " ".join(f"{'k=' + str(k):>7}" for k in ks) + "  grid best  search  share")
     for level in summary["levels"]:
         c, row = level["concurrency"], table.get(level["concurrency"], {})
         best_k, best = max([(0, 1.0)] + list(row.items()), key=lambda kv: (kv[1], -kv[0]))
         chosen = level["best_k"]
         at_chosen = 1.0 if chosen == 0 else row.get(chosen)
         share = f"{at_chosen / best:.3f}" if at_chosen is not None else "n/a"
-        cells = " ".join(f"{row[k]:7.3f}" if k in row else f"{'n/a':>7}" for k in range(1, probe_k + 1))
+        cells = " ".join(f"{row[k]:7.3f}" if k in row else f"{'n/a':>7}" for k in ks)
         print(f"{c:>3} {cells}  {'off' if best_k == 0 else 'k=' + str(best_k):>9}  {_k(chosen):>6}  {share}")
         if level.get("schedule_check"):
             print(f"    schedule here: {level['schedule_check']}")
@@ -78,6 +77,7 @@ def main() -> None:
     parser.add_argument("--method", default="draft_model")
     parser.add_argument("--levels", nargs="+", type=int, default=[1, 2, 4])
     parser.add_argument("--probe-k", type=int, default=4)
+    parser.add_argument("--min-k", type=int, default=1, help="the grid's smallest k (the engine refuses smaller)")
     parser.add_argument("overrides", nargs="*", default=DEFAULTS)
     args = parser.parse_args()
     base = [f"backend={args.backend}", f"speculation={args.method}", *args.overrides]
@@ -92,10 +92,10 @@ def main() -> None:
             f"hydra.sweeper.probe_k={args.probe_k}",
             *base,
         )
-        ks = ",".join(str(k) for k in range(1, args.probe_k + 1))
+        ks = ",".join(str(k) for k in range(args.min_k, args.probe_k + 1))
         main_py(grid_dir, f"generation.concurrency={levels}", f"speculation.num_speculative_tokens={ks}", *base)
         (path,) = (search_dir / "outputs" / "sweeps").glob("*/k_by_load.json")
-        report(json.loads(path.read_text()), results(grid_dir), args.probe_k)
+        report(json.loads(path.read_text()), results(grid_dir), range(args.min_k, args.probe_k + 1))
 
 
 if __name__ == "__main__":

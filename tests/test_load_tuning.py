@@ -54,8 +54,9 @@ class PlantedLauncher:
     """Hydra's launcher interface (launch(job_overrides, initial_job_idx) -> JobReturns with a run dir) over planted
     results: speedup(concurrency, k, schedule) and per-position acceptance."""
 
-    def __init__(self, tmp: Path, speedup, per_position, backend="vllm_server"):
-        self.tmp, self.speedup, self.per_position, self.backend, self.jobs = tmp, speedup, per_position, backend, []
+    def __init__(self, tmp: Path, speedup, per_position, backend="vllm_server", method="ngram"):
+        self.tmp, self.speedup, self.per_position, self.jobs = tmp, speedup, per_position, []
+        self.backend, self.method = backend, method
 
     def launch(self, jobs, initial_job_idx):
         from hydra.core.utils import JobStatus
@@ -70,7 +71,7 @@ class PlantedLauncher:
             result = {
                 "status": "ok",
                 "backend": self.backend,
-                "method": "ngram",
+                "method": self.method,
                 "metrics": {
                     "speedup": self.speedup(c, k, args.get("speculation.k_schedule")),
                     "acceptance_per_position": self.per_position[:k],
@@ -123,3 +124,20 @@ def test_a_backend_without_a_schedule_gets_the_table_and_says_why_nothing_ran(tm
     assert [p.role for p in summary.points] == ["probe", "probe"] and len(launcher.jobs) == 2
     assert "takes no per-batch-size k" in summary.note
     assert summary.schedule == {1: 3} and summary.engine_schedules["tensorrt"]["draft_len_schedule"] == {2048: 3}
+
+
+def test_the_engines_adaptive_mode_is_measured_at_every_level_beside_the_fixed_k(tmp_path, capsys):
+    (tmp_path / "runs").mkdir()
+
+    def engine(c, k, schedule):
+        return 1.1 if k == 1 else 0.9
+
+    launcher = PlantedLauncher(tmp_path / "runs", engine, [0.5] * 4, "llamacpp_server", "draft_model")
+    search = load_tuning.KByLoadSearch([1, 2], probe_k=4, verify=1, sweep_dir=str(tmp_path / "sweep"))
+    summary = search.run(launcher, ["backend=llamacpp_server", "speculation=draft_model"])
+    adaptive = [(p.role, p.concurrency, p.k, p.variant) for p in summary.points if p.role == "adaptive"]
+    assert adaptive == [("adaptive", 1, 4, "p_min"), ("adaptive", 2, 4, "p_min")]  # p_min caps the draft at probe_k
+    assert "++speculation.backend_overrides.p_min=0.75" in launcher.jobs[-1]
+    assert [lv.adaptive for lv in summary.levels] == [{"p_min": 0.9}, {"p_min": 0.9}]
+    assert [lv.best_k for lv in summary.levels] == [1, 1]  # an adaptive mode is reported beside, never chosen
+    assert "the engine's adaptive p_min: c=1 0.900x, c=2 0.900x" in capsys.readouterr().err

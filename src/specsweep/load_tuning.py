@@ -37,7 +37,7 @@ class LoadPoint:
 
     concurrency: int
     k: int  # the schedule's largest k for role=schedule
-    role: str  # probe | verify | schedule
+    role: str  # probe | verify | schedule | adaptive (the engine's own draft length; k is its start or cap)
     status: str
     run_dir: Optional[str]
     measured_speedup: Optional[float] = None
@@ -45,6 +45,7 @@ class LoadPoint:
     ci_high: Optional[float] = None
     predicted_speedup: Optional[float] = None  # theory.load_curve at this k (an estimate)
     measuring_s: Optional[float] = None  # the job's measuring time (timing.generation_s)
+    variant: Optional[str] = None  # adaptive only: its name (backends' AdaptiveDraft.name)
 
 
 @dataclass
@@ -56,6 +57,7 @@ class Level:
     best_speedup: Optional[float] = None  # off is the baseline itself: 1.0
     runner_up: Optional[Dict[str, Any]] = None  # {"k", "speedup"} (k=0: off)
     schedule_check: Optional[Dict[str, Any]] = None  # the schedule measured here against the best of off / fixed k
+    adaptive: Dict[str, Optional[float]] = field(default_factory=dict)  # the engine's adaptive modes: name -> speedup
 
 
 @dataclass
@@ -104,7 +106,8 @@ def candidates(curve: List[Dict[str, float]], verify: int, probe_k: int) -> List
 
 def choose(level: Level, points: List[LoadPoint]) -> None:
     """The level's best of {off, each measured fixed k}, and the runner-up; off is the baseline (1.0)."""
-    options = [(p.measured_speedup, p.k) for p in points if p.role != "schedule" and p.measured_speedup is not None]
+    fixed = [p for p in points if p.role in ("probe", "verify")]
+    options = [(p.measured_speedup, p.k) for p in fixed if p.measured_speedup is not None]
     if not options:
         return
     ranked = sorted(options + [(1.0, 0)], key=lambda o: (-o[0], o[1]))
@@ -217,6 +220,7 @@ class KByLoadSearch:
         summary.schedule = schedule_of(summary.levels)
         summary.engine_schedules = engine_schedules(summary.schedule)
         self._measure_schedule(launcher, arguments, summary)
+        self._measure_adaptive(launcher, arguments, summary)
         self._write(summary)
         return summary
 
@@ -245,6 +249,25 @@ class KByLoadSearch:
             summary.points.append(point)
             level.schedule_check = check_schedule(level, point)
 
+    def _measure_adaptive(self, launcher, arguments: List[str], summary: LoadSummary) -> None:
+        """Each adaptive draft length the engine has (llama.cpp's p_min, ...) at every level: started at the level's
+        best k (the probe's where off won), or capped at probe_k."""
+        from specsweep.backends import registry
+
+        declaration = registry().get(summary.backend)
+        variants = declaration.adaptive_drafts(summary.method) if declaration else ()
+        planned = [
+            (level, v, level.best_k if v.k == "start" and level.best_k else self.probe_k)
+            for v in variants
+            for level in summary.levels
+        ]
+        jobs = [self.overrides(arguments, level.concurrency, k) + v.overrides() for level, v, k in planned]
+        for (level, variant, k), (result, run_dir) in zip(planned, self._launch(launcher, jobs) if jobs else []):
+            point = point_from(result, level.concurrency, k, "adaptive", run_dir)
+            point.variant = variant.name
+            summary.points.append(point)
+            level.adaptive[variant.name] = point.measured_speedup
+
     def _write(self, summary: LoadSummary) -> None:
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         path = self.sweep_dir / SUMMARY_FILE
@@ -272,6 +295,9 @@ def report_lines(summary: LoadSummary, path: Path) -> str:
             f"  {level.concurrency:>11} {best:>6} {_x(level.best_speedup):>8} {runner_text:>14} "
             f"{_x(check.get('speedup')):>9}  {held} {check.get('how', level.curve_note or '')}".rstrip()
         )
+    for name in {n for level in summary.levels for n in level.adaptive}:
+        speedups = ", ".join(f"c={lv.concurrency} {_x(lv.adaptive.get(name))}" for lv in summary.levels)
+        lines.append(f"  the engine's adaptive {name}: {speedups}")
     lines.append(f"  schedule (from batch size: k): {summary.schedule or 'none'}")
     for engine, native in summary.engine_schedules.items():
         lines.append(f"    {engine}: {json.dumps(native)}")

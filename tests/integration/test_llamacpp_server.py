@@ -131,7 +131,8 @@ def test_a_server_killed_mid_run_is_recorded_failed_and_the_sweep_goes_on(tmp_pa
 
 def test_k_by_load_probes_each_level_verifies_and_reports_a_schedule_it_cannot_run(tmp_path, marker):  # noqa: F811
     """hparams_search=k_by_load on the real server: a probe per concurrency level, the best predicted k measured,
-    each level's choice from what was measured, and the schedule in engine terms (llama.cpp has no per-batch k)."""
+    each level's choice from what was measured, the schedule in engine terms (llama.cpp has no per-batch k), and
+    llama.cpp's own adaptive draft length (p_min) at every level."""
     from specsweep import load_tuning
 
     args = ["hydra.sweeper.levels=[1,2]", "hydra.sweeper.probe_k=2", "speculation=draft_model"]
@@ -139,22 +140,29 @@ def test_k_by_load_probes_each_level_verifies_and_reports_a_schedule_it_cannot_r
     assert proc.returncode == 0, proc.stderr[-3000:]
     (path,) = (tmp_path / "outputs" / "sweeps").glob(f"*/{load_tuning.SUMMARY_FILE}")
     summary = json.loads(path.read_text())
-    results = {(r["concurrency"], r["k"]): r for r in results_in(tmp_path)}
-    assert sorted(results) == [(1, 1), (1, 2), (2, 1), (2, 2)] and all(r["status"] == "ok" for r in results.values())
+    runs = results_in(tmp_path)
+    assert len(runs) == 6 and all(r["status"] == "ok" for r in runs)
+    fixed = {(r["concurrency"], r["k"]): r for r in runs if not any("p_min" in o for o in r["overrides"])}
+    assert sorted(fixed) == [(1, 1), (1, 2), (2, 1), (2, 2)]
     assert [(p["role"], p["concurrency"], p["k"]) for p in summary["points"]] == [
         ("probe", 1, 2),
         ("probe", 2, 2),
         ("verify", 1, 1),
         ("verify", 2, 1),
+        ("adaptive", 1, 2),
+        ("adaptive", 2, 2),
     ]
     for level in summary["levels"]:
         c = level["concurrency"]
-        probe, verified = results[(c, 2)]["metrics"], results[(c, 1)]["metrics"]
+        probe, verified = fixed[(c, 2)]["metrics"], fixed[(c, 1)]["metrics"]
         assert level["curve"][1]["speedup"] == pytest.approx(probe["speedup"])  # the curve passes through its probe
         best = max([(1.0, 0), (probe["speedup"], 2), (verified["speedup"], 1)], key=lambda o: (o[0], -o[1]))
         assert (level["best_k"], level["best_speedup"]) == (best[1], best[0])
+        assert level["adaptive"]["p_min"] > 0
+    adaptive = [r for r in runs if r not in fixed.values()]
+    assert all(r["native_config"]["params"]["speculative.draft.p_min"] == 0.75 for r in adaptive)
     assert min(int(b) for b in summary["schedule"]) == 1
-    assert summary["search_s"] == pytest.approx(sum(r["timing"]["generation_s"] for r in results.values()))
+    assert summary["search_s"] == pytest.approx(sum(r["timing"]["generation_s"] for r in fixed.values()))
     off_everywhere = all(level["best_k"] == 0 for level in summary["levels"])
     assert ("paid at no level" if off_everywhere else "takes no per-batch-size k") in summary["note"]
-    assert "specsweep k_by_load" in proc.stderr
+    assert "specsweep k_by_load" in proc.stderr and "the engine's adaptive p_min" in proc.stderr

@@ -164,6 +164,24 @@ def test_same_config_reuses_the_engine_process_and_ngram_gets_a_fresh_one(vllm_t
     assert_consistent(total, k=3)
 
 
+def test_a_k_schedule_drafts_by_batch_size_as_the_engine_reads_it(vllm_tiny_dir, baseline, session):
+    """One batch of 3 prompts runs at batch sizes 1..3 only: a schedule off below 4 drafts nothing, one at k=3 below
+    4 drafts; both stay the baseline's greedy outputs."""
+    drafted = {}
+    for schedule in ("{1:0,4:3}", "{1:3,4:0}"):
+        cfg = composed(
+            vllm_tiny_dir,
+            "speculation=ngram",
+            "speculation.num_speculative_tokens=3",
+            f"+speculation.k_schedule={schedule}",
+        )
+        gens, engine = run_batch(cfg, session)
+        assert engine.native["speculative_config"]["num_speculative_tokens_per_batch_size"][0][:2] == [1, 3]
+        assert {g.prompt_id: g.output_ids for g in gens} == baseline[0]
+        drafted[schedule] = sum(g.acceptance.drafted if g.acceptance else 0 for g in gens)
+    assert drafted["{1:0,4:3}"] == 0 and drafted["{1:3,4:0}"] > 0
+
+
 @pytest.mark.parametrize("method,head", [("eagle", "eagle_head_dir"), ("eagle3", "eagle3_head_dir")])
 def test_eagle_heads_build_run_and_stay_lossless(vllm_tiny_dir, baseline, method, head, request, session):
     head_dir = request.getfixturevalue(head)

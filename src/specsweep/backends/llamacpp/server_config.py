@@ -10,9 +10,8 @@ one slot per request in flight (generation.concurrency), or measures an existing
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
-from specsweep.backends.base import AdaptiveDraft
 from specsweep.backends.llamacpp import config as llamacpp_config
 from specsweep.backends.llamacpp import server_mapping
 from specsweep.backends.llamacpp.config import LlamacppBackendConfig, _mtp_problem
@@ -49,10 +48,6 @@ class LlamacppServerBackendConfig(ServedBackendConfig, LlamacppBackendConfig):
 
     def pairing_blocker(self) -> Optional[str]:
         return self.single_engine_reason  # one server at a time, whatever its threads do (not the offline rule)
-
-    @classmethod
-    def adaptive_drafts(cls, method: str) -> Tuple[AdaptiveDraft, ...]:
-        return ()  # p_min's adaptive point is measured offline (backend=llamacpp)
 
     def check(self, cfg) -> List[Problem]:
         problems = self.served_problems(cfg) + server_mapping.managed_prefix_problems(self.extra_args)
