@@ -422,3 +422,15 @@ def test_a_schedules_load_curve_is_labelled_by_its_schedule_beside_each_fixed_k(
     scheduled = tuple({**key, "k": 3, "k_schedule": "1:3,2:2,4:0"}[n] for n in data.LOAD_FIELDS)
     assert data.curve_label(fixed, [fixed, scheduled]) == "ngram k=3"
     assert data.curve_label(scheduled, [fixed, scheduled]) == "ngram schedule 1:3,2:2,4:0"
+    adaptive = tuple({**key, "k": 3, "variant": "p_min=0.75"}[n] for n in data.LOAD_FIELDS)
+    assert data.curve_label(adaptive, [fixed, adaptive]) == "ngram k=3 (p_min=0.75)"
+
+
+def test_an_adaptive_mode_is_a_load_curve_of_its_own_not_a_second_point_at_its_k():
+    def job(c, overrides=()):
+        row = {"status": "ok", "method": "draft_model", "k": 4, "concurrency": c, "overrides": list(overrides)}
+        return data.Job({**row, "backend": "llamacpp_server", "model": "m", "dataset": "builtin"})
+
+    p_min = ["++speculation.backend_overrides.p_min=0.75"]
+    curves = data.load_curves([job(1), job(2), job(1, p_min), job(2, p_min)])
+    assert sorted(len(js) for js in curves.values()) == [2, 2] and len(curves) == 2

@@ -150,8 +150,9 @@ def series_label(series: Series, all_series: List[Series]) -> str:
 
 # --- served jobs: one curve per configuration over concurrency --------------------------------------------------
 
-# What a load curve keeps fixed: every series field but the concurrency, and k.
-LOAD_FIELDS = tuple(name for name in SERIES_FIELDS if name != "concurrency") + ("k",)
+# What a load curve keeps fixed: every series field but the concurrency, k, and the engine switches (an adaptive
+# mode such as llama.cpp's p_min is a curve of its own).
+LOAD_FIELDS = tuple(name for name in SERIES_FIELDS if name != "concurrency") + ("k", "variant")
 
 
 def load_curves(jobs: List[Job]) -> Dict[Tuple, List[Job]]:
@@ -159,7 +160,8 @@ def load_curves(jobs: List[Job]) -> Dict[Tuple, List[Job]]:
     out: Dict[Tuple, List[Job]] = {}
     for job in jobs:
         if job.ok and job.row.get("method") != "none" and job.row.get("concurrency") is not None:
-            out.setdefault(tuple(job.row.get(name) for name in LOAD_FIELDS), []).append(job)
+            key = tuple(job.row.get(name) for name in LOAD_FIELDS[:-1]) + (job.series.variant,)
+            out.setdefault(key, []).append(job)
     return {key: sorted(js, key=lambda j: j.row["concurrency"]) for key, js in out.items()}
 
 
@@ -169,6 +171,8 @@ def curve_label(key: Tuple, all_keys: List[Tuple]) -> str:
     label = f"{row['method']} k={row['k']}"
     if row["k_schedule"]:  # k by batch size (speculation.k_schedule), e.g. from hparams_search=k_by_load
         label = f"{row['method']} schedule {row['k_schedule']}"
+    if row["variant"]:  # the engine's own switch (an adaptive mode): a curve of its own
+        label += f" ({row['variant']})"
     if _matches_ngrams(row["method"]) and (row["ngram_min"] or row["ngram_max"]):
         label += f" n={row['ngram_min'] or '?'}..{row['ngram_max'] or '?'}"
     if row["request_rate"]:
