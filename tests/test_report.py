@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import base64
 import re
 import subprocess
@@ -434,3 +435,26 @@ def test_an_adaptive_mode_is_a_load_curve_of_its_own_not_a_second_point_at_its_k
     p_min = ["++speculation.backend_overrides.p_min=0.75"]
     curves = data.load_curves([job(1), job(2), job(1, p_min), job(2, p_min)])
     assert sorted(len(js) for js in curves.values()) == [2, 2] and len(curves) == 2
+
+
+def test_a_sweeps_k_by_load_summary_is_a_table_per_level(sweep):
+    from dataclasses import asdict
+
+    from specsweep import load_tuning
+    from specsweep.report import html as report_html
+
+    summary = load_tuning.LoadSummary(backend="vllm_server", method="ngram", probe_k=4, schedule={1: 3, 4: 0})
+    summary.levels = [
+        load_tuning.Level(1, best_k=3, best_speedup=1.5, runner_up={"k": 2, "speedup": 1.4}, adaptive={"p_min": 1.2}),
+        load_tuning.Level(4, best_k=0, best_speedup=1.0, runner_up={"k": 1, "speedup": 0.9}),
+    ]
+    summary.levels[0].schedule_check = {"speedup": 1.48, "held": True, "how": "0.987 of the best"}
+    summary.engine_schedules = load_tuning.engine_schedules(summary.schedule)
+    (sweep / load_tuning.SUMMARY_FILE).write_text(json.dumps(asdict(summary)))
+    page, _ = report_html.render([sweep])
+    assert "k by load (vllm_server ngram)" in page and "num_speculative_tokens_per_batch_size" in page
+    assert (
+        "<td class=l>1</td><td>3</td><td>1.5</td><td>2 (1.4)</td><td>1.48 held: 0.987 of the best</td><td>p_min 1.2</td>"
+        in page
+    )
+    assert "<td class=l>4</td><td>off</td><td>1</td><td>1 (0.9)</td><td>not run</td><td>none</td>" in page

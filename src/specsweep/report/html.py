@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import html
 import io
+import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -290,6 +291,43 @@ SERVED_NOTE = (
 )
 
 
+def _k(k: Any) -> str:
+    return "n/a" if k is None else ("off" if k == 0 else str(k))
+
+
+def k_by_load_section(sources: List[Path]) -> str:
+    """The k-by-load search of each source that holds one (<sweep dir>/k_by_load.json): a row per level."""
+    from specsweep.load_tuning import SUMMARY_FILE
+
+    out = []
+    for path in [Path(s) / SUMMARY_FILE for s in sources if (Path(s) / SUMMARY_FILE).is_file()]:
+        found = json.loads(path.read_text())
+        rows = []
+        for level in found["levels"]:
+            runner, check = level.get("runner_up") or {}, level.get("schedule_check") or {}
+            held = {True: "held", False: "missed", None: ""}[check.get("held")]
+            rows.append(
+                [
+                    _num(level["concurrency"]),
+                    _k(level["best_k"]),
+                    _num(level["best_speedup"]),
+                    f"{_k(runner.get('k'))} ({_num(runner.get('speedup'))})" if runner else "n/a",
+                    f"{_num(check.get('speedup'))} {held}: {html.escape(check.get('how', ''))}" if check else "not run",
+                    html.escape(", ".join(f"{n} {_num(v)}" for n, v in level.get("adaptive", {}).items())) or "none",
+                ]
+            )
+        header = ["concurrency", "best k", "speedup", "runner-up", "schedule there", "engine's adaptive"]
+        engines = "; ".join(f"{e}: {json.dumps(v)}" for e, v in found["engine_schedules"].items()) or "none"
+        out.append(
+            f"<h2>k by load ({html.escape(found['backend'])} {html.escape(found['method'])})</h2>"
+            + _table(header, rows)
+            + f"<p class=note>Schedule (from batch size: k): {html.escape(json.dumps(found['schedule']))}; engines: "
+            + f"{html.escape(engines)}. {html.escape(found['note'])} Search: {found['search_runs']} measured runs, "
+            + f"{found['search_s']:.0f} s measuring.</p>"
+        )
+    return "".join(out)
+
+
 def render(sources: List[Path]) -> Tuple[str, Dict[str, bytes]]:
     """The report's HTML and its figures as PNG bytes (by name)."""
     jobs = load_jobs(sources)
@@ -326,6 +364,7 @@ def render(sources: List[Path]) -> Tuple[str, Dict[str, bytes]]:
     body = (
         head
         + served_section(jobs)
+        + k_by_load_section(sources)
         + "<h2>Comparison per method and k</h2>"
         + TABLE_NOTE
         + comparison_table(jobs)
