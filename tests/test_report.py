@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import base64
+import json
 import re
 import subprocess
 import sys
@@ -454,7 +454,7 @@ def test_a_sweeps_k_by_load_summary_is_a_table_per_level(sweep):
     page, _ = report_html.render([sweep])
     assert "k by load (vllm_server ngram)" in page and "num_speculative_tokens_per_batch_size" in page
     assert (
-        "<td class=l>1</td><td>3</td><td>1.5</td><td>2 (1.4)</td><td>1.48 held: 0.987 of the best</td><td>p_min 1.2</td>"
-        in page
+        "<td class=l>1</td><td>3</td><td>1.5</td><td>2 (1.4)</td>"
+        "<td>1.48 held: 0.987 of the best</td><td>p_min 1.2</td>" in page
     )
     assert "<td class=l>4</td><td>off</td><td>1</td><td>1 (0.9)</td><td>not run</td><td>none</td>" in page
