@@ -163,14 +163,24 @@ def check_schedule(level: Level, point: LoadPoint) -> Dict[str, Any]:
     }
 
 
-def invalid(job: List[str]) -> Optional[str]:
-    """Why this job's config is invalid (None: it validates), before anything is launched."""
-    from specsweep.config.compose import compose_config
+def invalid(job: List[str], compose=None) -> Optional[str]:
+    """Why this job's config is invalid (None: it validates), before anything is launched. compose(job) -> the
+    composed DictConfig; inside a sweep, Hydra's own config loader (a second Hydra cannot be initialised there)."""
+    from omegaconf import open_dict, read_write
+    from omegaconf.errors import OmegaConfBaseException
+
+    from specsweep.config.compose import compose_config, to_config
     from specsweep.config.validate import ConfigError, validate
 
     try:
-        validate(compose_config(job))
-    except ConfigError as err:
+        if compose is None:
+            validate(compose_config(job))
+            return None
+        dcfg = compose(job)
+        with read_write(dcfg), open_dict(dcfg):
+            dcfg.pop("hydra", None)  # as Hydra hands a job its config
+        validate(to_config(dcfg))
+    except (ConfigError, OmegaConfBaseException) as err:
         return str(err)
     return None
 
@@ -178,8 +188,9 @@ def invalid(job: List[str]) -> Optional[str]:
 class KByLoadSearch:
     """The sweep: probe per level, verify the best predicted, choose per level, then measure the schedule."""
 
-    def __init__(self, levels: List[int], probe_k: int, verify: int, sweep_dir: str, check: bool = True):
+    def __init__(self, levels: List[int], probe_k: int, verify: int, sweep_dir: str, check: bool = True, compose=None):
         self.levels, self.probe_k, self.verify, self.check = sorted(set(levels)), probe_k, verify, check
+        self.compose = compose  # job overrides -> composed DictConfig (None: specsweep's compose_config)
         self.sweep_dir = Path(sweep_dir)
         self.job_idx = 0
 
@@ -228,7 +239,8 @@ class KByLoadSearch:
         """The `verify` best predicted k at this level that make a valid job (an engine may refuse a small k:
         llama.cpp's n-gram drafts need k >= the n-gram size)."""
         ranked = candidates(level.curve, len(level.curve), self.probe_k) if level.curve else []
-        return [k for k in ranked if invalid(self.overrides(arguments, level.concurrency, k)) is None][: self.verify]
+        valid = [k for k in ranked if invalid(self.overrides(arguments, level.concurrency, k), self.compose) is None]
+        return valid[: self.verify]
 
     def _measure_schedule(self, launcher, arguments: List[str], summary: LoadSummary) -> None:
         """The schedule run by the engine itself at every level, where the backend takes one."""
