@@ -8,6 +8,7 @@ measuring time as a share of the grid's (target: <= 30%; the choice within 3% of
     .venv/bin/python scripts/bench_k_by_load.py                               # llamacpp_server, draft_model
     .venv/bin/python scripts/bench_k_by_load.py --method ngram --min-k 3 --probe-k 8   # llama.cpp n-grams: k >= 3
     .venv/bin/python scripts/bench_k_by_load.py --backend vllm_server --method ngram --levels 1 2
+    .venv/bin/python scripts/bench_k_by_load.py ... --keep DIR        # keep the jobs; --grid-from DIR: reuse a grid
 """
 
 from __future__ import annotations
@@ -79,23 +80,24 @@ def main() -> None:
     parser.add_argument("--probe-k", type=int, default=4)
     parser.add_argument("--min-k", type=int, default=1, help="the grid's smallest k (the engine refuses smaller)")
     parser.add_argument("overrides", nargs="*", default=DEFAULTS)
+    parser.add_argument("--keep", type=Path, help="run in this dir and keep it (default: a temporary one)")
+    parser.add_argument("--grid-from", type=Path, help="a dir where this grid already ran (as --keep leaves it)")
     args = parser.parse_args()
     base = [f"backend={args.backend}", f"speculation={args.method}", *args.overrides]
     levels = ",".join(map(str, args.levels))
     with tempfile.TemporaryDirectory(prefix="specsweep-k-by-load-") as tmp:
-        search_dir, grid_dir = Path(tmp) / "search", Path(tmp) / "grid"
-        search_dir.mkdir(), grid_dir.mkdir()
-        main_py(
-            search_dir,
-            "hparams_search=k_by_load",
-            f"hydra.sweeper.levels=[{levels}]",
-            f"hydra.sweeper.probe_k={args.probe_k}",
-            *base,
-        )
-        ks = ",".join(str(k) for k in range(args.min_k, args.probe_k + 1))
-        main_py(grid_dir, f"generation.concurrency={levels}", f"speculation.num_speculative_tokens={ks}", *base)
-        (path,) = (search_dir / "outputs" / "sweeps").glob("*/k_by_load.json")
-        report(json.loads(path.read_text()), results(grid_dir), range(args.min_k, args.probe_k + 1))
+        root = args.keep or Path(tmp)
+        search_dir, grid_dir = root / "search", args.grid_from or root / "grid"
+        search_dir.mkdir(parents=True, exist_ok=True), grid_dir.mkdir(parents=True, exist_ok=True)
+        search = [f"hydra.sweeper.levels=[{levels}]", f"hydra.sweeper.probe_k={args.probe_k}", *base]
+        main_py(search_dir, "hparams_search=k_by_load", *search)
+        if args.grid_from is None:
+            ks = ",".join(str(k) for k in range(args.min_k, args.probe_k + 1))
+            main_py(grid_dir, f"generation.concurrency={levels}", f"speculation.num_speculative_tokens={ks}", *base)
+        found = list((search_dir / "outputs" / "sweeps").glob("*/k_by_load.json"))
+        if not found:
+            sys.exit(f"the search wrote no k_by_load.json (its jobs: {search_dir / 'outputs'})")
+        report(json.loads(found[-1].read_text()), results(grid_dir), range(args.min_k, args.probe_k + 1))
 
 
 if __name__ == "__main__":
