@@ -5,6 +5,7 @@ the target was met. Fake engines on a fixed clock whose noise is a seeded draw: 
 from __future__ import annotations
 
 import math
+import re
 import random
 
 import pytest
@@ -105,3 +106,67 @@ def test_a_side_whose_throughput_varies_between_rounds_is_a_warning(clock):
     got = run(clock, "measurement.pairing=phased", "measurement.repetitions=3", noise=0.0, slowdown=5.0)
     assert got.warnings and got.warnings[0].startswith("the baseline side's throughput varied ")
     assert run(clock, "measurement.repetitions=3", noise=0.05).warnings == []
+
+
+class NoisyByK(FakeEngine):
+    """Each engine draws its own noise, seeded by its k (the baseline: 0)."""
+
+    def __init__(self, cfg, engines):
+        super().__init__(cfg, engines)
+        self.rng = random.Random(cfg.speculation.num_speculative_tokens or 0)
+
+
+def run_compared(clock, *overrides: str, noise: float = 0.0):
+    """ngram at k=4 (0.01 s per token) compared with k=2 (0.0125 s) and k=8 (0.02 s); the baseline 0.02 s."""
+    cfg = compose_config(
+        ["speculation=ngram", "speculation.num_speculative_tokens=4", "measurement.compare_k=[2,8]", "energy=none"]
+        + ["measurement.warmup=0", "measurement.pairing=interleaved", *overrides]
+    )
+    per_k = {None: 0.02, 4: 0.01, 2: 0.0125, 8: 0.02}
+    per_token = lambda cfg, p: per_k[cfg.speculation.num_speculative_tokens]  # noqa: E731
+    engines = FakeEngines(per_token_s=per_token, clock=clock, noise=noise, engine=NoisyByK)
+    return runner.run(cfg, PROMPTS, engines, NoEnergyMeter(), Session()), engines
+
+
+def test_compare_k_measures_more_k_values_in_the_same_round_robin_against_the_same_baseline(clock):
+    sections, engines = run_compared(clock, "measurement.repetitions=3")
+    assert engines.most_open == 4  # the baseline, the job's k and the two compared, all open at once
+    assert sections.metrics.speedup == pytest.approx(2.0)
+    assert [(c.k, round(c.metrics.speedup, 6)) for c in sections.compared] == [(2, 1.6), (8, 1.0)]
+    for c in sections.compared:  # each paired with the job's own baseline, round by round
+        assert c.metrics.baseline_tokens_per_s == sections.metrics.baseline_tokens_per_s
+        assert c.paired_speedup.rounds == 3 and c.lossless.checked and c.lossless.match_rate == 1.0
+    # 2 prompts x 3 rounds on each of the 4 engines, the one going first rotating
+    assert len(engines.calls) == 2 * 3 * 4
+
+
+def test_with_a_target_rounds_go_on_until_every_compared_k_is_as_precise_as_asked(clock):
+    sections, _ = run_compared(
+        clock, "measurement.repetitions=2", "measurement.target_ci=0.04", "measurement.max_repetitions=40", noise=0.1
+    )
+    sides = [sections.stats.paired_speedup, *(c.paired_speedup for c in sections.compared)]
+    assert all(side.met and side.half_width <= 0.04 for side in sides)
+    rounds = sides[0].rounds
+    assert all(side.rounds == rounds for side in sides) and rounds > 2
+    # one round fewer, some side was still wider than the target: it stopped at the first n where none was
+    assert max(width(side.round_speedups[:-1]) for side in sides) > 0.04
+    assert sections.timing.generation_s == pytest.approx(clock.now - clock.start, rel=0.01)
+
+
+def test_compare_k_is_refused_where_it_cannot_share_the_jobs_baseline():
+    cases = {
+        "measurement.pairing=phased": "with phased pairing",
+        "measurement.compare_k=[5]": "k values other than the job's own",
+        "measurement.compare_k=[2,2]": "distinct k values in [1, 64]",
+        "measurement.baseline=false": "without speculation or measurement.baseline",
+    }
+    for override, allowed in cases.items():
+        cfg = compose_config(["speculation.num_speculative_tokens=5", "measurement.compare_k=[3]", override])
+        with pytest.raises(
+            ConfigError, match=r"^measurement.compare_k=\[.*\] is invalid: expected .*" + re.escape(allowed)
+        ):
+            validate(cfg)
+    # a k the backend itself refuses, named with the reason: llama.cpp's prompt lookup drafts at least ngram_max
+    cfg = compose_config(["speculation=ngram", "speculation.ngram_max=3", "measurement.compare_k=[2]"])
+    with pytest.raises(ConfigError, match=r"^measurement.compare_k=\[2\] is invalid: expected .*at k=2: "):
+        validate(cfg)

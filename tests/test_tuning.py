@@ -72,3 +72,81 @@ def test_transformers_declares_its_adaptive_draft_lengths_for_a_draft_model_only
         cfg = compose_config(["backend=pytorch", "speculation.num_speculative_tokens=4", *variant.overrides()])
         assistant = native_config(cfg, ResolvedModels(target="t", draft="d"))["assistant_generation_config"]
         assert assistant == {"num_assistant_tokens": 4, **variant.backend_overrides}
+
+
+class PlantedLauncher:
+    """Hydra's launcher interface over planted results: the true speedup at each k, and a factor per job (the noise
+    of the baseline a job measured) multiplied into every speedup that job reports. A job with measurement.compare_k
+    reports its other k values in `compared`, all against its one baseline."""
+
+    def __init__(self, tmp, true_speedup, job_factor, pairing):
+        self.tmp, self.true, self.factor, self.pairing, self.jobs = tmp, true_speedup, job_factor, pairing, []
+
+    def result(self, idx: int, args: dict) -> dict:
+        k, factor = int(args["speculation.num_speculative_tokens"]), self.factor[idx]
+        compare = [int(c) for c in args.get("measurement.compare_k", "[]").strip("[]").split(",") if c]
+        interval = lambda s: {"ci_low": s * 0.98, "ci_high": s * 1.02, "met": True}  # noqa: E731
+        return {
+            "status": "ok",
+            "backend": "llamacpp",
+            "method": "draft_model",
+            "k": k,
+            "metrics": {"speedup": self.true[k] * factor},
+            "stats": {"paired_speedup": interval(self.true[k] * factor)},
+            "baseline": {"pairing": self.pairing},
+            "timing": {"generation_s": 10.0},
+            "theory": {"curve": CURVE} if args.get("measurement.cost_model") == "true" else {},
+            "compared": [
+                {
+                    "k": c,
+                    "metrics": {"speedup": self.true[c] * factor},
+                    "paired_speedup": interval(self.true[c] * factor),
+                }
+                for c in compare
+            ],
+        }
+
+    def launch(self, jobs, initial_job_idx):
+        import json
+        from types import SimpleNamespace
+
+        from hydra.core.utils import JobStatus
+
+        returns = []
+        for idx, job in enumerate(jobs, start=initial_job_idx):
+            self.jobs.append(job)
+            run_dir = self.tmp / str(idx)
+            run_dir.mkdir()
+            (run_dir / "result.json").write_text(json.dumps(self.result(idx, dict(a.split("=", 1) for a in job))))
+            hydra_cfg = SimpleNamespace(hydra=SimpleNamespace(runtime=SimpleNamespace(output_dir=str(run_dir))))
+            returns.append(SimpleNamespace(hydra_cfg=hydra_cfg, status=JobStatus.COMPLETED))
+        return returns
+
+
+TRUE = {2: 1.30, 3: 1.32, 4: 1.25}
+
+
+def test_where_the_backend_pairs_interleaved_the_probe_k_and_the_candidates_share_one_round_robin(tmp_path):
+    """Separately measured baselines would have made k=2 look best (job 2's baseline ran slow: factor 1.1); in one
+    round robin every k sees the same baseline, and the truly best k=3 is chosen from that job's measurements."""
+    launcher = PlantedLauncher(tmp_path, TRUE, job_factor={0: 0.9, 1: 1.0, 2: 1.1}, pairing="interleaved")
+    summary = tuning.BestKSearch(4, 2, [], str(tmp_path / "sweep"), adaptive=False).run(launcher, ["logger=none"])
+    probe_job, shared = launcher.jobs
+    assert "measurement.cost_model=true" in probe_job
+    assert shared[-1] == "measurement.compare_k=[3,2]" and "speculation.num_speculative_tokens=4" in shared
+    assert summary.measured_runs == 2 and summary.chosen.k == 3
+    points = {(p.role, p.k): p for p in summary.points}
+    assert sorted(points) == [("probe", 4), ("verify", 2), ("verify", 3)]  # the probe's own job is superseded
+    assert points[("probe", 4)].measured_speedup == 1.25 and points[("verify", 2)].measured_speedup == 1.30
+    assert {p.shared_baseline for p in summary.points} == {str(tmp_path / "1")}
+    assert points[("verify", 3)].ci == pytest.approx([1.32 * 0.98, 1.32 * 1.02]) and points[("verify", 3)].target_met
+    assert points[("verify", 2)].error == pytest.approx(0.0)  # the curve predicted 1.30 at k=2
+
+
+def test_where_the_backend_pairs_phased_each_candidate_is_its_own_job(tmp_path):
+    launcher = PlantedLauncher(tmp_path, TRUE, job_factor={0: 1.0, 1: 1.0, 2: 1.0}, pairing="phased")
+    summary = tuning.BestKSearch(4, 2, [], str(tmp_path / "sweep"), adaptive=False).run(launcher, ["logger=none"])
+    assert [j[-2] for j in launcher.jobs[1:]] == [f"speculation.num_speculative_tokens={k}" for k in (3, 2)]
+    assert not any("compare_k" in a for job in launcher.jobs for a in job)
+    assert summary.measured_runs == 3 and summary.chosen.k == 3
+    assert all(p.shared_baseline is None for p in summary.points)

@@ -2,8 +2,10 @@
 
 One probe job runs at a large k with `measurement.cost_model=true`: its per-position acceptance and timed forwards
 predict the speedup at every k <= probe_k (`theory.curve`, see measure/theory.py). The best few predicted k values
-are then measured for real, each an ordinary job paired with its own interleaved baseline, and the best measured
-one is chosen. For prompt lookup, one probe per n-gram window (`windows`). Where the engine has its own adaptive
+are then measured for real and the best measured one is chosen. Where the backend pairs interleaved, the probe's k
+and the candidates are measured again in one job, one round robin against one shared baseline
+(`measurement.compare_k`), so the noise between separately measured baselines does not decide the choice; elsewhere
+each candidate is an ordinary job with its own baseline. For prompt lookup, one probe per n-gram window (`windows`). Where the engine has its own adaptive
 draft length (transformers: `BackendConfig.adaptive_drafts`), each variant is then measured once beside the chosen k.
 Everything lands in `<sweep dir>/best_k.json`: the predicted curves, every verified point with its prediction error
 (and the i.i.d. model's), the chosen k, the adaptive variants, and the energy-optimal k where energy was measured.
@@ -19,7 +21,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 SUMMARY_FILE = "best_k.json"
-OWNED = ("speculation.num_speculative_tokens", "speculation.ngram_max", "measurement.cost_model")
+OWNED = (
+    "speculation.num_speculative_tokens",
+    "speculation.ngram_max",
+    "measurement.cost_model",
+    "measurement.compare_k",
+)
 
 
 @dataclass
@@ -41,13 +48,16 @@ class Point:
     variant: Optional[str] = None  # adaptive only: its name (backends' AdaptiveDraft.name)
     variant_note: Optional[str] = None  # adaptive only: what k means for it and what the engine does
     mean_drafted: Optional[float] = None  # tokens drafted per draft step (metrics.drafted_tokens / num_drafts)
+    ci: Optional[List[float]] = None  # the speedup's interval over its rounds [low, high] (null below 2 rounds)
+    target_met: Optional[bool] = None  # whether that interval reached measurement.target_ci (null: no target)
+    shared_baseline: Optional[str] = None  # the round-robin job that measured it beside the others (null: own job)
 
 
 @dataclass
 class Summary:
     method: str
     probe_k: int
-    measured_runs: int
+    measured_runs: int  # jobs run
     points: List[Point] = field(default_factory=list)
     curves: Dict[str, Any] = field(default_factory=dict)  # window (or "default") -> theory.curve of its probe
     chosen: Optional[Point] = None  # the best measured fixed k (adaptive variants are reported beside it)
@@ -71,6 +81,18 @@ def candidates(curve: Dict[str, Any], verify: int, probe_k: int) -> List[int]:
     return [p["k"] for p in ranked if p["k"] != probe_k][:verify]
 
 
+def at_k(result: Optional[Dict[str, Any]], k: int) -> Optional[Dict[str, Any]]:
+    """A job's result.json as seen from one of its k values: the job's own, or one of its `compared` engines (their
+    metrics and precision, the job's status and timing). None: the job left no result, or did not measure k."""
+    if result is None or result.get("k") == k:
+        return result
+    entry = next((c for c in result.get("compared") or [] if c.get("k") == k), None)
+    if entry is None:
+        return None
+    stats = {"paired_speedup": entry.get("paired_speedup")}
+    return {"status": result.get("status"), "metrics": entry.get("metrics"), "stats": stats, "timing": None}
+
+
 def point_from(result: Optional[Dict[str, Any]], k: int, window, role: str, run_dir, curve) -> Point:
     """A measured point from its job's result.json (None: the job left none), with the curve's predictions."""
     predicted = curve_point(curve, k)
@@ -81,6 +103,10 @@ def point_from(result: Optional[Dict[str, Any]], k: int, window, role: str, run_
     metrics = result.get("metrics") or {}
     point.status = result.get("status", "failed")
     point.measured_speedup = metrics.get("speedup") if point.status == "ok" else None
+    precision = (result.get("stats") or {}).get("paired_speedup") or {}
+    if precision.get("ci_low") is not None:
+        point.ci = [precision["ci_low"], precision["ci_high"]]
+    point.target_met = precision.get("met")
     point.error = _relative_error(point.predicted_speedup, point.measured_speedup)
     point.iid_error = _relative_error(point.iid_predicted_speedup, point.measured_speedup)
     if metrics.get("num_drafts"):
@@ -88,6 +114,11 @@ def point_from(result: Optional[Dict[str, Any]], k: int, window, role: str, run_
     point.joules_per_token = (result.get("energy") or {}).get("joules_per_token")
     point.wall_s = (result.get("timing") or {}).get("generation_s")
     return point
+
+
+def _interleaved(result: Optional[Dict[str, Any]]) -> bool:
+    """Whether the probe's job paired its baseline interleaved: its backend can hold a round robin of engines."""
+    return ((result or {}).get("baseline") or {}).get("pairing") == "interleaved"
 
 
 def choose(points: Sequence[Point]) -> Optional[Point]:
@@ -152,19 +183,15 @@ class BestKSearch:
         windows: List[Optional[int]] = list(self.windows) or [None]
         probes = self._launch(launcher, [self._overrides(arguments, self.probe_k, w, True) for w in windows])
         summary = Summary(method="", probe_k=self.probe_k, measured_runs=len(probes))
-        jobs, planned = [], []
+        planned = []
         for window, (result, run_dir) in zip(windows, probes):
             curve = ((result or {}).get("theory") or {}).get("curve")
             summary.method = summary.method or (result or {}).get("method", "")
             summary.curves[str(window) if window is not None else "default"] = curve
             summary.points.append(point_from(result, self.probe_k, window, "probe", run_dir, curve))
-            for k in candidates(curve, self.verify, self.probe_k) if curve else []:
-                jobs.append(self._overrides(arguments, k, window, False))
-                planned.append((k, window, curve))
-        if jobs:
-            for (k, window, curve), (result, run_dir) in zip(planned, self._launch(launcher, jobs)):
-                summary.points.append(point_from(result, k, window, "verify", run_dir, curve))
-        summary.measured_runs += len(jobs)
+            if curve:
+                planned.append((window, curve, candidates(curve, self.verify, self.probe_k), _interleaved(result)))
+        self._verify(launcher, arguments, planned, summary)
         summary.chosen = choose(summary.points)
         if self.adaptive and summary.chosen is not None:
             self._measure_adaptive(launcher, arguments, probes[0][0], summary)
@@ -173,6 +200,30 @@ class BestKSearch:
             summary.note = "no probe produced a curve (see the probe's theory.curve_note); nothing was verified"
         self._write(summary)
         return summary
+
+    def _verify(self, launcher, arguments: List[str], planned: List[tuple], summary: Summary) -> None:
+        """Measure each window's candidates: with the probe's k in one round robin on one baseline where the backend
+        pairs interleaved (the probe's point is then this job's measurement of it), else one job per candidate."""
+        jobs, points = [], []  # points: (k, window, role, curve, index of its job in jobs, shared)
+        for window, curve, ks, shared in planned:
+            if shared and ks:
+                compare = f"measurement.compare_k=[{','.join(map(str, ks))}]"
+                jobs.append(self._overrides(arguments, self.probe_k, window, False) + [compare])
+                points.append((self.probe_k, window, "probe", curve, len(jobs) - 1, True))
+                points += [(k, window, "verify", curve, len(jobs) - 1, True) for k in ks]
+                continue
+            for k in ks:
+                jobs.append(self._overrides(arguments, k, window, False))
+                points.append((k, window, "verify", curve, len(jobs) - 1, False))
+        launched = self._launch(launcher, jobs) if jobs else []
+        for k, window, role, curve, job, shared in points:
+            result, run_dir = launched[job]
+            if role == "probe":  # the round robin's measurement replaces the probe job's own
+                summary.points = [p for p in summary.points if not (p.role == "probe" and p.window == window)]
+            point = point_from(at_k(result, k), k, window, role, run_dir, curve)
+            point.shared_baseline = run_dir if shared else None
+            summary.points.append(point)
+        summary.measured_runs += len(jobs)
 
     def _measure_adaptive(self, launcher, arguments: List[str], probe: Dict[str, Any], summary: Summary) -> None:
         """Each adaptive draft length the engine has, started (or capped) where the fixed-k search says, measured
@@ -203,7 +254,10 @@ def _pct(value: Optional[float]) -> str:
 
 
 def _speedup(point: Point) -> str:
-    return f"{point.measured_speedup:.3f}x" if point.measured_speedup is not None else point.status
+    if point.measured_speedup is None:
+        return point.status
+    interval = f" [{point.ci[0]:.3f}, {point.ci[1]:.3f}]" if point.ci else ""
+    return f"{point.measured_speedup:.3f}x{interval}"
 
 
 def report_lines(summary: Summary, path: Path) -> str:
@@ -218,6 +272,9 @@ def report_lines(summary: Summary, path: Path) -> str:
         )
     chosen = summary.chosen
     lines.append(f"  chosen: k={chosen.k} ({chosen.measured_speedup:.3f}x)" if chosen else "  chosen: none")
+    shared = sorted({p.shared_baseline for p in fixed if p.shared_baseline})
+    if shared:
+        lines.append(f"  verified in one round robin against one baseline: {', '.join(shared)}")
     for p in summary.points:
         if p.role == "adaptive":
             drafted = f", {p.mean_drafted:.1f} tokens drafted per step" if p.mean_drafted is not None else ""

@@ -207,6 +207,9 @@ class MeasurementConfig:
     baseline: bool = True  # also time a no-speculation run on the same prompts (for speedup)
     pairing: Pairing = Pairing.auto  # interleaved: machine drift lands on both sides of the speedup alike
     cost_model: bool = False  # also time target/draft forwards and predict speedup for every k <= this k (theory.curve)
+    # More k values measured in this job's interleaved round robin, each against the same baseline as the job's own k
+    # (result.json `compared`): how best_k verifies its candidates without a baseline apiece
+    compare_k: List[int] = field(default_factory=list)
     lossless_check: bool = True  # compare speculative greedy output with the baseline's
     # Served backends: goodput counts the requests that meet both limits (null: no limit on that one)
     slo_ttft_s: Optional[float] = bounded(None, gt=0, null="no TTFT limit")  # time to first token, seconds
@@ -237,7 +240,27 @@ class MeasurementConfig:
         if self.pairing == Pairing.interleaved and blocker:
             allowed = f"auto or phased on backend={cfg.backend.name} ({blocker})"
             problems.append(("measurement.pairing", str(self.pairing), allowed))
-        return problems
+        return problems + self._compare_problems(cfg, blocker)
+
+    def _compare_problems(self, cfg, blocker: Optional[str]) -> List[Problem]:
+        """compare_k shares the job's interleaved baseline: it needs one, and k values the job does not measure."""
+        if not self.compare_k:
+            return []
+        spec, value = cfg.speculation, list(self.compare_k)
+        why = None
+        if spec.method == "none" or not self.baseline:
+            why = "[] without speculation or measurement.baseline (the k values share the job's baseline)"
+        elif blocker or self.pairing == Pairing.phased:
+            why = f"[] with phased pairing: the k values take turns with one baseline ({blocker or 'pairing=phased'})"
+        elif spec.k_schedule:
+            why = "[] with speculation.k_schedule (a schedule is compared as its own job)"
+        elif any(k < 1 or k > 64 for k in value) or len(set(value)) < len(value):
+            why = "distinct k values in [1, 64]"
+        elif spec.num_speculative_tokens in value:
+            why = (
+                f"k values other than the job's own (speculation.num_speculative_tokens={spec.num_speculative_tokens})"
+            )
+        return [("measurement.compare_k", value, why)] if why else []
 
 
 @dataclass
@@ -254,3 +277,11 @@ class ExperimentConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     dry_run: bool = False  # print the native engine config this run would build, then stop
     force: bool = False  # rerun even when this config already has an ok result in the sweep
+
+    def with_k(self, k: int) -> ExperimentConfig:
+        """A copy at another k, comparing nothing itself: one of measurement.compare_k's engines."""
+        import copy
+
+        other = copy.deepcopy(self)
+        other.speculation.num_speculative_tokens, other.measurement.compare_k = k, []
+        return other

@@ -65,7 +65,19 @@ def problems(cfg) -> List[Problem]:
         *cfg.energy.check(cfg),
         *cfg.logger.check(cfg),
         *cfg.backend.check(cfg),
+        *_compared_problems(cfg),
     ]
+
+
+def _compared_problems(cfg) -> List[Problem]:
+    """Each of measurement.compare_k's k values must be a k this backend and method take (llama.cpp's prompt
+    lookup, say, drafts at least ngram_max tokens): its problem, named as the compare_k value's."""
+    for k in cfg.measurement.compare_k if not cfg.measurement.check(cfg) else []:
+        other = cfg.with_k(k)
+        for _field, value, allowed in [*bound_problems(other), *_method_problems(other), *other.backend.check(other)]:
+            why = f"k values the job's backend and method take (at k={k}: {_field}={value!r}, expected {allowed})"
+            return [("measurement.compare_k", list(cfg.measurement.compare_k), why)]
+    return []
 
 
 def _load_prompts(cfg) -> List[Prompt]:

@@ -77,9 +77,10 @@ def stop_rule(cfg) -> Optional[Callable[[Dict[str, Phase]], bool]]:
     if target is None:
         return None
 
-    def precise(phases: Dict[str, Phase]) -> bool:
-        width = relative_half_width(round_speedups(phases["speculative"], phases["baseline"]), confidence)
-        return width is not None and width <= target
+    def precise(phases: Dict[str, Phase]) -> bool:  # every speculative side (measurement.compare_k's too)
+        base = phases["baseline"]
+        widths = [relative_half_width(round_speedups(p, base), confidence) for p in phases.values() if p is not base]
+        return all(width is not None and width <= target for width in widths)
 
     return precise
 

@@ -5,7 +5,7 @@ ratio c, and build the result sections once from what was gathered (measure/summ
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -29,7 +29,7 @@ def run(
     or None."""
     try:
         with Engines(build_engine) as engines:
-            spec, base, info = _phases(cfg, prompts, engines, meter, session)
+            spec, base, info, compared = _phases(cfg, prompts, engines, meter, session)
             facts = summary.EngineFacts.read(engines.open["speculative"])
             steps = cost_model.time_steps(cfg, engines.open["speculative"], prompts[0], spec, session)
         # after the engines are closed: where c needs the draft alone, that is one more engine
@@ -38,7 +38,7 @@ def run(
         )
     finally:
         meter_error = close_meter(meter) if close_meter is not None else None
-    measured = summary.Measured(spec, base, info, facts, dict(engines.load_s), steps, cost, cost_ratio_s)
+    measured = summary.Measured(spec, base, info, facts, dict(engines.load_s), steps, cost, cost_ratio_s, compared)
     return summary.sections(cfg, prompts, measured, meter_error)
 
 
@@ -46,23 +46,30 @@ def _progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
 
 
-def _phases(cfg, prompts, engines: Engines, meter, session) -> Tuple[Phase, Optional[Phase], BaselineInfo]:
-    """The speculative phase and its baseline's (None: none), on open engines; the speculative engine stays open."""
+def _phases(cfg, prompts, engines: Engines, meter, session) -> Tuple[Phase, Optional[Phase], BaselineInfo, Dict]:
+    """The speculative phase, its baseline's (None: none) and measurement.compare_k's phases by k, on open engines;
+    the speculative engine stays open."""
     speculative = cfg.speculation.method != "none"
     with _progress() as progress:
         if speculative and cfg.measurement.baseline and baseline.pairing(cfg)[0] == "interleaved":
             engines.build("baseline", baseline.baseline_config(cfg))
             engines.build("speculative", cfg)
+            for k in cfg.measurement.compare_k:  # each against the same baseline, in the same round robin
+                engines.build(f"k={k}", cfg.with_k(k))
             phases = measure_interleaved(engines.open, prompts, cfg, meter, progress, precision.stop_rule(cfg))
+            for k in cfg.measurement.compare_k:  # closed now: the cost model's forwards time the job's own k alone
+                engines.close(f"k={k}")
             differences = baseline.native_differences(cfg, engines.open["speculative"])
-            return phases["speculative"], phases["baseline"], baseline.info(cfg, baseline.INTERLEAVED, differences)
+            info = baseline.info(cfg, baseline.INTERLEAVED, differences)
+            compared = {k: phases[f"k={k}"] for k in cfg.measurement.compare_k}
+            return phases["speculative"], phases["baseline"], info, compared
         base, source = _phased_baseline(cfg, prompts, engines, meter, progress, session)
         label = "speculative" if speculative else "no speculation"
         spec = measure_phase(engines.build("speculative", cfg), prompts, cfg, meter, label, progress)
     if not speculative:  # a no-speculation job is itself the baseline of later jobs with the same key
         baseline.kept_baselines(cfg, session).put(baseline.baseline_key(cfg), spec)
     differences = baseline.native_differences(cfg, engines.open["speculative"]) if source else None
-    return spec, base, baseline.info(cfg, source, differences)
+    return spec, base, baseline.info(cfg, source, differences), {}
 
 
 def _phased_baseline(cfg, prompts, engines: Engines, meter, progress, session) -> Tuple[Optional[Phase], Optional[str]]:

@@ -4,7 +4,7 @@ baseline and timing sections, the theory (with the cost model's curve) and the e
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from statistics import median
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -14,6 +14,7 @@ from specsweep.measure import cost_model, metrics, precision, serving_stats, the
 from specsweep.measure.phases import Phase
 from specsweep.results.types import (
     BaselineInfo,
+    ComparedK,
     Lossless,
     MeasuredSections,
     Metrics,
@@ -64,6 +65,7 @@ class Measured:
     steps: cost_model.TimedSteps
     cost: Dict[str, Any]  # cost_model.cost_ratio's c and its source
     cost_ratio_s: Optional[float]
+    compared: Dict[int, Phase] = field(default_factory=dict)  # measurement.compare_k's phases by k
 
 
 def _spread(values, confidence: float) -> Spread:
@@ -169,7 +171,9 @@ def _timing(m: Measured) -> Timing:
     in_job = m.baseline is not None and m.baseline_info.measured_in_job
     return Timing(
         load_s=m.load_s.get("speculative"),
-        generation_s=m.speculative.seconds + (m.baseline.seconds if in_job else 0.0),
+        generation_s=m.speculative.seconds
+        + (m.baseline.seconds if in_job else 0.0)
+        + sum(phase.seconds for phase in m.compared.values()),
         baseline_load_s=m.load_s.get("baseline"),
         cost_ratio_s=m.cost_ratio_s,
         cost_model_s=m.steps.seconds if m.steps.for_curve else None,
@@ -196,5 +200,17 @@ def sections(cfg, prompts: List[Prompt], m: Measured, meter_error: Optional[str]
         timing=_timing(m),
         environment=m.facts.environment,
         theory=theory.section(method, k, headline, m.cost, curve, curve_note),
+        compared=[_compared(cfg, prompts, k, phase, m) for k, phase in m.compared.items()],
         **{name: EXTRA_SECTIONS[name](cfg, m) for name in m.facts.extra_sections},
+    )
+
+
+def _compared(cfg, prompts: List[Prompt], k: int, phase: Phase, m: Measured) -> ComparedK:
+    """One of measurement.compare_k's engines, paired with the job's baseline like the job's own k."""
+    rows = per_prompt(prompts, phase, m.baseline, greedy=cfg.generation.temperature == 0)
+    return ComparedK(
+        k=k,
+        metrics=phase_metrics(phase, m.baseline),
+        paired_speedup=precision.precision(cfg, phase, m.baseline, m.baseline_info.pairing),
+        lossless=lossless(cfg, m.baseline, rows, m.facts.lossless_note),
     )

@@ -6,7 +6,7 @@ import math
 import sys
 from typing import Optional
 
-from specsweep.results.types import Energy, Lossless, Metrics, Precision, Result, Serving
+from specsweep.results.types import ComparedK, Energy, Lossless, Metrics, Precision, Result, Serving
 
 
 def _fmt(value, spec: str = "{:.3g}") -> str:
@@ -55,6 +55,15 @@ def _requests_line(serving: Optional[Serving]) -> Optional[str]:
     return line
 
 
+def _compared_line(compared: ComparedK) -> str:
+    """One of measurement.compare_k's k values, against the same baseline in the same round robin."""
+    m, p = compared.metrics, compared.paired_speedup
+    line = f"  same baseline, k={compared.k}: {_fmt(m.tokens_per_s)} tok/s -> speedup {_fmt(m.speedup)}x"
+    if p is not None and p.half_width is not None:
+        line += f", CI {_fmt(p.ci_low)}-{_fmt(p.ci_high)}x (+/-{p.half_width:.1%})"
+    return line + f", acceptance rate {_fmt(m.acceptance_rate)}"
+
+
 def print_summary(result: Result) -> None:
     m = result.metrics or Metrics()
     lines = [
@@ -67,5 +76,6 @@ def print_summary(result: Result) -> None:
         _lossless_line(result.lossless),
         _energy_line(result.energy),
         _requests_line(result.serving),
+        *(_compared_line(c) for c in result.compared),
     ]
     print("\n".join(line for line in lines if line is not None), file=sys.stderr)

@@ -432,6 +432,16 @@ class Serving:
 
 
 @dataclass(kw_only=True)
+class ComparedK:
+    """Another k measured in the job's interleaved round robin, against the same baseline (measurement.compare_k)."""
+
+    k: int = doc("draft tokens per step of this engine")
+    metrics: Metrics = doc("its headline numbers, paired with the job's baseline")
+    paired_speedup: Optional[Precision] = doc("its speedup per round and their interval", default=None)
+    lossless: Optional[Lossless] = doc("its greedy outputs against the baseline's", default=None)
+
+
+@dataclass(kw_only=True)
 class MeasuredSections:
     """What `measure.runner.run` measures: the sections of result.json it fills."""
 
@@ -445,6 +455,7 @@ class MeasuredSections:
     environment: Optional[Dict[str, Any]] = None
     theory: Optional[Theory] = None
     serving: Optional[Serving] = None
+    compared: List[ComparedK] = field(default_factory=list)
 
 
 def schedule_text(schedule: Dict[int, int]) -> Optional[str]:
@@ -499,6 +510,10 @@ class Result:
     )
     theory: Optional[Theory] = doc("predicted vs. measured speedup (null without speculation)", default=None)
     serving: Optional[Serving] = doc("the load and per-request latencies of a served job (null: offline)", default=None)
+    compared: List[ComparedK] = doc(
+        "other k values measured in this job's round robin against its baseline (measurement.compare_k; empty: none)",
+        default_factory=list,
+    )
     validity: Optional[Dict[str, Any]] = doc(
         "what the result depends on beyond the config (prompt file content, versions, weights, host, threads): "
         "`key`, its `parts`, and `remeasured_because` when an earlier result of this config no longer held",
