@@ -5,8 +5,8 @@ the target was met. Fake engines on a fixed clock whose noise is a seeded draw: 
 from __future__ import annotations
 
 import math
-import re
 import random
+import re
 
 import pytest
 from scipy import stats

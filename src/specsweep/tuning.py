@@ -5,10 +5,11 @@ predict the speedup at every k <= probe_k (`theory.curve`, see measure/theory.py
 are then measured for real and the best measured one is chosen. Where the backend pairs interleaved, the probe's k
 and the candidates are measured again in one job, one round robin against one shared baseline
 (`measurement.compare_k`), so the noise between separately measured baselines does not decide the choice; elsewhere
-each candidate is an ordinary job with its own baseline. For prompt lookup, one probe per n-gram window (`windows`). Where the engine has its own adaptive
-draft length (transformers: `BackendConfig.adaptive_drafts`), each variant is then measured once beside the chosen k.
-Everything lands in `<sweep dir>/best_k.json`: the predicted curves, every verified point with its prediction error
-(and the i.i.d. model's), the chosen k, the adaptive variants, and the energy-optimal k where energy was measured.
+each candidate is an ordinary job with its own baseline. For prompt lookup, one probe per n-gram window (`windows`).
+Where the engine has its own adaptive draft length (transformers: `BackendConfig.adaptive_drafts`), each variant is
+then measured once beside the chosen k. Everything lands in `<sweep dir>/best_k.json`: the predicted curves, every
+verified point with its prediction error (and the i.i.d. model's), the chosen k, the adaptive variants, and the
+energy-optimal k where energy was measured.
 """
 
 from __future__ import annotations
