@@ -150,3 +150,11 @@ def test_where_the_backend_pairs_phased_each_candidate_is_its_own_job(tmp_path):
     assert not any("compare_k" in a for job in launcher.jobs for a in job)
     assert summary.measured_runs == 3 and summary.chosen.k == 3
     assert all(p.shared_baseline is None for p in summary.points)
+
+
+def test_a_candidate_the_engine_would_refuse_is_skipped_before_anything_is_launched(tmp_path):
+    """llama.cpp's prompt lookup drafts at least ngram_max (3) tokens: k=2, predicted second best, never runs."""
+    launcher = PlantedLauncher(tmp_path, {**TRUE, 1: 1.0}, job_factor={0: 1.0, 1: 1.0}, pairing="interleaved")
+    search = tuning.BestKSearch(4, 2, [], str(tmp_path / "sweep"), adaptive=False)
+    summary = search.run(launcher, ["speculation=ngram", "logger=none"])
+    assert launcher.jobs[1][-1] == "measurement.compare_k=[3]" and summary.measured_runs == 2

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional
 
 from specsweep.core import SCHEDULE_OPEN_END, schedule_ranges
 from specsweep.measure.theory import LOAD_CURVE_MODEL, load_curve
-from specsweep.tuning import launch
+from specsweep.tuning import invalid, launch
 
 SUMMARY_FILE = "k_by_load.json"
 OWNED = (
@@ -161,28 +161,6 @@ def check_schedule(level: Level, point: LoadPoint) -> Dict[str, Any]:
         "held": held,
         "how": how,
     }
-
-
-def invalid(job: List[str], compose=None) -> Optional[str]:
-    """Why this job's config is invalid (None: it validates), before anything is launched. compose(job) -> the
-    composed DictConfig; inside a sweep, Hydra's own config loader (a second Hydra cannot be initialised there)."""
-    from omegaconf import open_dict, read_write
-    from omegaconf.errors import OmegaConfBaseException
-
-    from specsweep.config.compose import compose_config, to_config
-    from specsweep.config.validate import ConfigError, validate
-
-    try:
-        if compose is None:
-            validate(compose_config(job))
-            return None
-        dcfg = compose(job)
-        with read_write(dcfg), open_dict(dcfg):
-            dcfg.pop("hydra", None)  # as Hydra hands a job its config
-        validate(to_config(dcfg))
-    except (ConfigError, OmegaConfBaseException) as err:
-        return str(err)
-    return None
 
 
 class KByLoadSearch:

@@ -76,10 +76,11 @@ def curve_point(curve: Optional[Dict[str, Any]], k: int) -> Dict[str, Any]:
     return next((p for p in (curve or {}).get("points", []) if p["k"] == k), {})
 
 
-def candidates(curve: Dict[str, Any], verify: int, probe_k: int) -> List[int]:
-    """The `verify` k values with the highest predicted speedup, the probe's own k excluded (it is measured)."""
+def candidates(curve: Dict[str, Any], verify: int, probe_k: int, allowed=lambda k: True) -> List[int]:
+    """The `verify` k values with the highest predicted speedup, the probe's own k excluded (it is measured), as are
+    those allowed(k) refuses (a k the engine would not run: llama.cpp's prompt lookup drafts at least ngram_max)."""
     ranked = sorted(curve["points"], key=lambda p: (-p["speedup"], p["k"]))
-    return [p["k"] for p in ranked if p["k"] != probe_k][:verify]
+    return [p["k"] for p in ranked if p["k"] != probe_k and allowed(p["k"])][:verify]
 
 
 def at_k(result: Optional[Dict[str, Any]], k: int) -> Optional[Dict[str, Any]]:
@@ -162,18 +163,44 @@ def launch(launcher, jobs: List[List[str]], first_idx: int) -> List[tuple]:
     return out
 
 
+def invalid(job: List[str], compose=None) -> Optional[str]:
+    """Why this job's config is invalid (None: it validates), before anything is launched. compose(job) -> the
+    composed DictConfig; inside a sweep, Hydra's own config loader (a second Hydra cannot be initialised there)."""
+    from omegaconf import open_dict, read_write
+    from omegaconf.errors import OmegaConfBaseException
+
+    from specsweep.config.compose import compose_config, to_config
+    from specsweep.config.validate import ConfigError, validate
+
+    try:
+        if compose is None:
+            validate(compose_config(job))
+            return None
+        dcfg = compose(job)
+        with read_write(dcfg), open_dict(dcfg):
+            dcfg.pop("hydra", None)  # as Hydra hands a job its config
+        validate(to_config(dcfg))
+    except (ConfigError, OmegaConfBaseException) as err:
+        return str(err)
+    return None
+
+
 class BestKSearch:
     """The sweep itself: probe(s), prediction, verification, choice, summary."""
 
-    def __init__(self, probe_k: int, verify: int, windows: List[int], sweep_dir: str, adaptive: bool = True):
+    def __init__(self, probe_k: int, verify: int, windows: List[int], sweep_dir: str, adaptive=True, compose=None):
         self.probe_k, self.verify, self.windows, self.adaptive = probe_k, verify, windows, adaptive
-        self.sweep_dir = Path(sweep_dir)
+        self.sweep_dir, self.compose = Path(sweep_dir), compose  # compose: see `invalid`
         self.job_idx = 0
 
     def _overrides(self, arguments: List[str], k: int, window: Optional[int], probe: bool) -> List[str]:
         kept = [a for a in arguments if a.split("=")[0].lstrip("+~") not in OWNED]
         extra = [f"speculation.num_speculative_tokens={k}", f"measurement.cost_model={str(probe).lower()}"]
         return kept + extra + ([f"speculation.ngram_max={window}"] if window is not None else [])
+
+    def _runs(self, arguments: List[str], k: int, window: Optional[int]) -> bool:
+        """Whether a job at k validates (the engine would run it)."""
+        return invalid(self._overrides(arguments, k, window, False), self.compose) is None
 
     def _launch(self, launcher, jobs: List[List[str]]) -> List[tuple]:
         out = launch(launcher, jobs, self.job_idx)
@@ -191,7 +218,8 @@ class BestKSearch:
             summary.curves[str(window) if window is not None else "default"] = curve
             summary.points.append(point_from(result, self.probe_k, window, "probe", run_dir, curve))
             if curve:
-                planned.append((window, curve, candidates(curve, self.verify, self.probe_k), _interleaved(result)))
+                ks = candidates(curve, self.verify, self.probe_k, lambda k, w=window: self._runs(arguments, k, w))
+                planned.append((window, curve, ks, _interleaved(result)))
         self._verify(launcher, arguments, planned, summary)
         summary.chosen = choose(summary.points)
         if self.adaptive and summary.chosen is not None:

@@ -31,7 +31,7 @@ class BestKSweeper(Sweeper):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
 
-        self.config = config
+        self.config, self.config_loader = config, hydra_context.config_loader
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function
         )
@@ -39,8 +39,13 @@ class BestKSweeper(Sweeper):
     def sweep(self, arguments: List[str]) -> Any:
         from specsweep.tuning import BestKSearch
 
-        search = BestKSearch(self.probe_k, self.verify, self.windows, self.config.hydra.sweep.dir, self.adaptive)
+        sweep_dir = self.config.hydra.sweep.dir
+        search = BestKSearch(self.probe_k, self.verify, self.windows, sweep_dir, self.adaptive, self._compose)
         return search.run(self.launcher, list(arguments))
+
+    def _compose(self, job: List[str]) -> DictConfig:
+        """A job's composed config, by this Hydra's own loader (what the launcher will give the job)."""
+        return self.config_loader.load_sweep_config(self.config, list(job))
 
 
 ConfigStore.instance().store(
