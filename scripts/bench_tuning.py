@@ -48,6 +48,16 @@ class Bench:
         self.method, self.session = method, Session()
         self.base = [f"backend={backend}", f"speculation={method}", "logger=none", "energy=none", *overrides]
         self.compose = compose_config
+        self.ks = [k for k in KS if self.runs(k)]  # llama.cpp's prompt lookup drafts at least ngram_max tokens
+
+    def runs(self, k: int) -> bool:
+        from specsweep.config.validate import ConfigError, validate
+
+        try:
+            validate(self.cfg(k), self.session)
+        except ConfigError:
+            return False
+        return True
 
     def cfg(self, k: int, *extra: str):
         return self.compose([*self.base, f"speculation.num_speculative_tokens={k}", *extra])
@@ -77,7 +87,7 @@ class Bench:
         """The engine's own adaptive draft lengths (transformers with a draft model): name -> config."""
         from specsweep.backends import registry
 
-        cfg = self.cfg(1)
+        cfg = self.cfg(self.ks[0])
         cfgs = {}
         for variant in registry()[cfg.backend.name].adaptive_drafts(str(cfg.speculation.method)):
             k = ADAPTIVE_START if variant.k == "start" else max(KS)
@@ -91,14 +101,15 @@ class Bench:
         from specsweep.energy import NoEnergyMeter
         from specsweep.measure import baseline, phases, summary
 
-        cfgs = {k: self.cfg(k) for k in KS}
+        cfgs = {k: self.cfg(k) for k in self.ks}
         cfgs.update(self.adaptive_cfgs())
-        prompts = self.prompts(cfgs[1])
+        first = cfgs[self.ks[0]]
+        prompts = self.prompts(first)
         start = time.perf_counter()
-        engines = {"baseline": self.build(baseline.baseline_config(cfgs[1]))}
+        engines = {"baseline": self.build(baseline.baseline_config(first))}
         engines.update({key: self.build(cfg) for key, cfg in cfgs.items()})
         with Progress(disable=True) as progress:
-            measured = phases.measure_interleaved(engines, prompts, cfgs[1], NoEnergyMeter(), progress)
+            measured = phases.measure_interleaved(engines, prompts, first, NoEnergyMeter(), progress)
         for engine in engines.values():
             engine.close()
         base = measured["baseline"]
@@ -115,7 +126,7 @@ class Bench:
         if curve is None:
             return PROBE_K, 1, seconds, None, probe.theory.curve_note, {PROBE_K: probe.metrics.speedup}
         curve_dict = {"points": [{"k": p.k, "speedup": p.speedup} for p in curve.points]}
-        ks = tuning.candidates(curve_dict, BUDGET - 1, PROBE_K)
+        ks = tuning.candidates(curve_dict, BUDGET - 1, PROBE_K, lambda k: k in self.ks)
         shared, s = self.run_one(PROBE_K, f"measurement.compare_k=[{','.join(map(str, ks))}]", *PRECISE)
         measured = {PROBE_K: shared.metrics.speedup, **{c.k: c.metrics.speedup for c in shared.compared}}
         return max(measured, key=measured.get), len(measured), seconds + s, curve, None, measured
@@ -128,7 +139,7 @@ class Bench:
         seconds, seen = 0.0, {}
         for _ in range(BUDGET):
             trial = study.ask()
-            k = trial.suggest_int("k", min(KS), max(KS))
+            k = trial.suggest_int("k", min(self.ks), max(self.ks))
             if k not in seen:  # TPE may ask for a k again: that costs no new measurement
                 sections, s = self.run_one(k)
                 seen[k], seconds = sections.metrics.speedup, seconds + s
@@ -145,7 +156,7 @@ def report(method: str, grid, grid_s, tuner, tpe) -> dict:
     print(f"\n== {method}: grid speedups " + " ".join(f"k{k}={s:.3f}" for k, s in grid.items()))
     print("   tuner's round robin: " + " ".join(f"k{k}={s:.3f}" for k, s in sorted(tuner_measured.items())))
     print(f"{'strategy':8} {'runs':>4} {'wall s':>7} {'chosen k':>8} {'share of grid best':>18}")
-    rows = [("grid", len(KS), grid_s, best_k), ("tuner", runs_t, secs_t, k_t)]
+    rows = [("grid", len(grid), grid_s, best_k), ("tuner", runs_t, secs_t, k_t)]
     rows += [("tpe", *tpe)] if tpe else []
     for name, runs, secs, k in rows:
         print(f"{name:8} {runs:>4} {secs:>7.0f} {k:>8} {grid[k] / grid[best_k]:>18.3f}")
@@ -158,7 +169,7 @@ def report(method: str, grid, grid_s, tuner, tpe) -> dict:
         return line
     errors, iid = {}, {}
     print(f"{'k':>3} {'grid':>7} {'curve':>7} {'error':>7} {'iid':>7} {'iid err':>8}")
-    for p in curve.points:
+    for p in [p for p in curve.points if p.k in grid]:  # the k values the engine runs
         errors[p.k] = p.speedup / grid[p.k] - 1
         iid[p.k] = p.iid_speedup / grid[p.k] - 1 if p.iid_speedup is not None else float("nan")
         row = f"{p.k:>3} {grid[p.k]:7.3f} {p.speedup:7.3f} {errors[p.k]:+7.1%}"
