@@ -15,7 +15,7 @@ from conftest import REPO
 from specsweep import results
 from specsweep.measure import theory
 from specsweep.report import data, html
-from specsweep.results.types import Energy, Metrics, Precision, PromptRow, Result, Spread, Stats
+from specsweep.results.types import ComparedK, Energy, Metrics, Precision, PromptRow, Result, Spread, Stats
 
 
 def make_job(
@@ -34,6 +34,7 @@ def make_job(
     warnings=(),
     overrides=(),
     synthetic=None,
+    compared=(),
 ):
     run_dir = sweep / str(num)
     run_dir.mkdir(parents=True)
@@ -90,6 +91,7 @@ def make_job(
         ),
         theory=sec if ok else None,
         per_prompt=per_prompt if ok else None,
+        compared=list(compared),
     )
     results.write_result(run_dir, result.to_dict())
     results.append_row(sweep / results.TABLE_FILE, result.summary_row(run_dir))
@@ -458,3 +460,18 @@ def test_a_sweeps_k_by_load_summary_is_a_table_per_level(sweep):
         "<td>1.48 held: 0.987 of the best</td><td>p_min 1.2</td>" in page
     )
     assert "<td class=l>4</td><td>off</td><td>1</td><td>1 (0.9)</td><td>not run</td><td>none</td>" in page
+
+
+def test_a_jobs_compared_k_values_are_points_of_its_series_marked_with_the_job_that_measured_them(tmp_path):
+    s = tmp_path / "s"
+    precision = Precision(rounds=3, round_speedups=[0.9, 0.92, 0.94], mean=0.92, confidence=0.95)
+    compared = [
+        ComparedK(k=k, metrics=Metrics(speedup=sp, baseline_tokens_per_s=10.0), paired_speedup=precision)
+        for k, sp in ((2, 0.92), (4, 0.71))
+    ]
+    make_job(s, 0, "draft_model", 8, 0.5, 0.6, 0.5, compared=compared)
+    jobs = data.load_jobs([s])
+    assert [(j.k, j.metric("speedup")) for j in jobs] == [(2, 0.92), (4, 0.71), (8, 0.5)]
+    assert len(data.by_series(jobs)) == 1 and jobs[0].stat("paired_speedup")["mean"] == 0.92
+    text, _ = html.render([s])
+    assert "<td>2 (in k=8's round robin)</td>" in text and "<td>4 (in k=8's round robin)</td>" in text

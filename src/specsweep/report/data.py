@@ -107,6 +107,22 @@ def _killed_rows(table: Path, rows: List[Dict[str, Any]]) -> List[Dict[str, Any]
     return out
 
 
+def compared_row(row: Dict[str, Any], entry: Dict[str, Any]) -> Dict[str, Any]:
+    """One of a job's measurement.compare_k values as a row of its own: its metrics and precision, against the job's
+    baseline, in the job's series; `compared_in` names the job (its k and run dir)."""
+    return {
+        **row,
+        "config_hash": f"{row.get('config_hash')}#k={entry['k']}",
+        "k": entry["k"],
+        "metrics": entry.get("metrics") or {},
+        "stats": {"paired_speedup": entry.get("paired_speedup")},
+        "theory": None,
+        "energy": {},
+        "compared": [],
+        "compared_in": {"k": row.get("k"), "run_dir": row.get("run_dir")},
+    }
+
+
 def load_jobs(paths: List[Path]) -> List[Job]:
     """Every job of the given sweeps (killed ones included); a config run several times keeps its latest row
     (ok preferred)."""
@@ -121,6 +137,7 @@ def load_jobs(paths: List[Path]) -> List[Job]:
     jobs = []
     for row in latest.values():
         jobs.append(Job(row, _per_prompt(row)))
+        jobs += [Job(compared_row(row, entry)) for entry in row.get("compared") or []]
     return sorted(jobs, key=lambda j: (tuple(str(x) for x in j.series), j.k if j.k is not None else -1))
 
 

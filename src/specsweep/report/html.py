@@ -65,7 +65,8 @@ def comparison_table(jobs: List[Job]) -> str:
             rows.append(
                 [
                     html.escape(series_label(series, labels)),
-                    _num(j.k),
+                    _num(j.k)
+                    + (f" (in k={j.row['compared_in']['k']}'s round robin)" if j.row.get("compared_in") else ""),
                     _num(j.metric("speedup")),
                     _interval(j.stat("speedup")),
                     _interval(j.stat("tokens_per_s")),

@@ -595,6 +595,7 @@ def summary_row(result: Dict[str, Any], run_dir) -> Dict[str, Any]:
         "stats": {name: stats[name] for name in ROW_STATS if name in stats},
         "theory": result.get("theory"),
         "serving": result.get("serving"),
+        "compared": result.get("compared") or [],
         "finished_at": result.get("finished_at"),
     }
     return clean(row)
