@@ -129,6 +129,8 @@ class Bench:
         ks = tuning.candidates(curve_dict, BUDGET - 1, PROBE_K, lambda k: k in self.ks)
         shared, s = self.run_one(PROBE_K, f"measurement.compare_k=[{','.join(map(str, ks))}]", *PRECISE)
         measured = {PROBE_K: shared.metrics.speedup, **{c.k: c.metrics.speedup for c in shared.compared}}
+        precision = {PROBE_K: shared.stats.paired_speedup, **{c.k: c.paired_speedup for c in shared.compared}}
+        print("   tuner's round robin: " + "; ".join(f"k{k} {_interval(p)}" for k, p in sorted(precision.items())))
         return max(measured, key=measured.get), len(measured), seconds + s, curve, None, measured
 
     def tpe(self):
@@ -145,6 +147,15 @@ class Bench:
                 seen[k], seconds = sections.metrics.speedup, seconds + s
             study.tell(trial, seen[k])
         return max(seen, key=seen.get), len(seen), seconds
+
+
+def _interval(p) -> str:
+    """A round robin's speedup with its interval and whether it met the target."""
+    if p is None or p.ci_low is None:
+        return f"{p.mean:.3f}" if p is not None and p.mean is not None else "n/a"
+    return f"{p.mean:.3f} [{p.ci_low:.3f}, {p.ci_high:.3f}] in {p.rounds} rounds" + (
+        "" if p.met else ", target NOT met"
+    )
 
 
 def report(method: str, grid, grid_s, tuner, tpe) -> dict:
