@@ -14,6 +14,7 @@ energy-optimal k where energy was measured.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import sys
@@ -80,7 +81,8 @@ def candidates(curve: Dict[str, Any], verify: int, probe_k: int, allowed=lambda 
     """The `verify` k values with the highest predicted speedup, the probe's own k excluded (it is measured), as are
     those allowed(k) refuses (a k the engine would not run: llama.cpp's prompt lookup drafts at least ngram_max)."""
     ranked = sorted(curve["points"], key=lambda p: (-p["speedup"], p["k"]))
-    return [p["k"] for p in ranked if p["k"] != probe_k and allowed(p["k"])][:verify]
+    runnable = (p["k"] for p in ranked if p["k"] != probe_k and allowed(p["k"]))  # lazy: allowed may compose a config
+    return list(itertools.islice(runnable, verify))
 
 
 def at_k(result: Optional[Dict[str, Any]], k: int) -> Optional[Dict[str, Any]]:

@@ -71,8 +71,9 @@ def problems(cfg) -> List[Problem]:
 
 def _compared_problems(cfg) -> List[Problem]:
     """Each of measurement.compare_k's k values must be a k this backend and method take (llama.cpp's prompt
-    lookup, say, drafts at least ngram_max tokens): its problem, named as the compare_k value's."""
-    for k in cfg.measurement.compare_k if not cfg.measurement.check(cfg) else []:
+    lookup, say, drafts at least ngram_max tokens): its problem, named as the compare_k value's. Listed last, so
+    compare_k's own rules (measurement.check) and the job's own problems are reported first."""
+    for k in cfg.measurement.compare_k:
         other = cfg.with_k(k)
         for _field, value, allowed in [*bound_problems(other), *_method_problems(other), *other.backend.check(other)]:
             why = f"k values the job's backend and method take (at k={k}: {_field}={value!r}, expected {allowed})"
